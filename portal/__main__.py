@@ -1,0 +1,4 @@
+from portal.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""The portal's ASGI application: ``/mcp``, health, readiness and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from portal.config import Settings, is_loopback_host
+from portal.endpoint import build_mcp_server
+from portal.errors import ConfigError
+from portal.gateway import Gateway
+from portal.metrics import Metrics
+from portal.sealing import Sealer, load_or_create_key
+from portal.store import open_engine
+
+__all__ = ["Portal", "create_app"]
+
+
+@dataclass
+class Portal:
+    """Everything one running portal holds; ``app.state.portal`` in the ASGI app."""
+
+    settings: Settings
+    engine: Engine
+    gateway: Gateway
+    metrics: Metrics
+    session_manager: StreamableHTTPSessionManager
+
+
+def _transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host and Origin checks (SECURITY.md T1): the public URL, plus loopback when bound there."""
+    public = urlsplit(settings.portal.public_url)
+    netloc = public.netloc
+    hosts = [netloc, f"{public.hostname}:*"]
+    origins = [f"{public.scheme}://{netloc}"]
+    if is_loopback_host(settings.portal.bind_host):
+        hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost"]
+        origins += ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def check_startup(settings: Settings) -> None:
+    """Refuse settings that are unsafe to serve.
+
+    Raises:
+        ConfigError: Auth mode ``none`` on an address other than loopback.
+    """
+    if settings.auth.mode == "none" and not is_loopback_host(settings.portal.bind_host):
+        raise ConfigError(
+            settings.source,
+            "auth.mode",
+            f"'none' serves every tool to anyone who can connect, so it is refused on "
+            f"{settings.portal.bind_host!r}; bind to 127.0.0.1 or configure authentication",
+        )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the portal for ``settings``; upstreams connect when the app's lifespan starts.
+
+    Raises:
+        ConfigError: The settings are unsafe to serve.
+        StorageError: The database cannot be opened.
+    """
+    check_startup(settings)
+    data_dir = Path(settings.portal.data_dir)
+    engine = open_engine(settings.database_url)
+    metrics = Metrics()
+    sealer = Sealer(load_or_create_key(data_dir / "state.key"))
+    gateway = Gateway(settings, engine, metrics=metrics, sealer=sealer)
+    server = build_mcp_server(gateway)
+    manager = StreamableHTTPSessionManager(
+        app=server,
+        json_response=False,
+        stateless=False,
+        security_settings=_transport_security(settings),
+        session_idle_timeout=30 * 60,
+    )
+    portal = Portal(settings, engine, gateway, metrics, manager)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        servers = {u.name: {"state": u.state, "kind": u.kind, "error": u.last_error} for u in gateway.servers()}
+        ready = gateway.ready.is_set()
+        degraded = [n for n, s in servers.items() if s["state"] not in ("connected", "disabled")]
+        body = {"ready": ready, "degraded": degraded, "servers": servers, "tools": len(gateway.catalog.tools)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            async with gateway.running(), manager.run():
+                yield
+        finally:
+            engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/mcp", endpoint=StreamableHTTPASGIApp(manager)),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.portal = portal
+    return app

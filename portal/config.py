@@ -1,0 +1,294 @@
+"""Typed settings, loaded from ``dockyard.toml``.
+
+This module is the only place that reads a configuration file or the environment; everything else
+receives a :class:`Settings` value. See ``dockyard.example.toml`` for every key with a comment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from portal.errors import ConfigError
+
+__all__ = [
+    "AuthSettings",
+    "PortalSettings",
+    "ServerSettings",
+    "Settings",
+    "expand_env",
+    "is_loopback_host",
+    "load_settings",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PortalSettings(_Strict):
+    """The ``[portal]`` table."""
+
+    public_url: str = "http://127.0.0.1:8000"
+    """Where clients reach the portal; the OAuth issuer and resource URL. Host and port to bind default to it."""
+    data_dir: Path = Path(".dockyard")
+    """SQLite database, upstream logs and other files live here. Relative paths are relative to the config file."""
+    database: str | None = None
+    """SQLAlchemy URL of the database; defaults to SQLite (WAL) in ``data_dir``. ``postgresql://...`` to scale out."""
+    max_stdio_children: Annotated[int, Field(ge=1, le=1024)] = 64
+    """Cap on stdio upstream processes the portal runs at once."""
+    health_interval: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """Seconds between health pings to each connected upstream."""
+    retry_max_backoff: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Upper bound in seconds of the exponential back-off between reconnects of a failed upstream."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL such as 'http://127.0.0.1:8000', got {value!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"must be an origin without path, query or fragment, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def bind_host(self) -> str:
+        """Host part of ``public_url``."""
+        host = urlsplit(self.public_url).hostname
+        assert host is not None  # checked by the validator
+        return host
+
+    @property
+    def bind_port(self) -> int:
+        """Port of ``public_url`` (80/443 when absent)."""
+        parts = urlsplit(self.public_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class AuthSettings(_Strict):
+    """The ``[auth]`` table."""
+
+    mode: Literal["none"] = "none"
+    """``none``: no authentication, allowed only when the portal binds to a loopback address."""
+
+
+class ServerSettings(_Strict):
+    """One ``[servers.NAME]`` table: exactly one of ``command``, ``url``, ``builtin`` or ``module``."""
+
+    command: str | None = None
+    """Executable of a stdio server (looked up on PATH)."""
+    args: list[str] = Field(default_factory=list[str])
+    """Arguments of ``command``."""
+    env: dict[str, str] = Field(default_factory=dict[str, str])
+    """The only environment the stdio child gets, on top of HOME, LOGNAME, PATH, SHELL, TERM and USER."""
+    cwd: Path | None = None
+    """Working directory of the stdio child."""
+    url: str | None = None
+    """URL of a remote server (Streamable HTTP, or SSE with ``transport = "sse"``)."""
+    headers: dict[str, str] = Field(default_factory=dict[str, str])
+    """Static headers sent to ``url`` (``${VAR}`` expands from the portal's environment)."""
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
+    """Wire transport of ``url``."""
+    builtin: str | None = None
+    """Name of a built-in Dockyard server, mounted in-process."""
+    module: str | None = None
+    """``package.module:attribute`` of your own Python MCP server (``MCPServer`` or ``Server``), mounted in-process."""
+    prefix: bool | str = True
+    """``true``: tool and prompt names are ``NAME__tool``; a string replaces NAME; ``false`` keeps upstream names."""
+    enabled: bool = True
+    """``false`` keeps the entry in the file without connecting to it."""
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Seconds allowed for starting and initialising the upstream."""
+    call_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """Seconds a single request to the upstream may take before the portal gives up on it."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        kinds = [k for k in ("command", "url", "builtin", "module") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) or "none of them"
+            raise ValueError(f"needs exactly one of 'command', 'url', 'builtin' or 'module' (found {found})")
+        if self.url is None and self.headers:
+            raise ValueError("'headers' only applies to a 'url' server")
+        if self.command is None and (self.args or self.env or self.cwd is not None):
+            raise ValueError("'args', 'env' and 'cwd' only apply to a 'command' server")
+        if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"'url' must be http(s), got {self.url!r}")
+        if self.module is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.module):
+            raise ValueError(f"'module' must look like 'package.module:attribute', got {self.module!r}")
+        if isinstance(self.prefix, str) and not _NAME.match(self.prefix):
+            raise ValueError(f"'prefix' must match {_NAME.pattern}, got {self.prefix!r}")
+        return self
+
+    @property
+    def kind(self) -> Literal["stdio", "http", "inprocess"]:
+        """How the portal reaches this server."""
+        if self.command is not None:
+            return "stdio"
+        if self.url is not None:
+            return "http"
+        return "inprocess"
+
+
+class Settings(_Strict):
+    """The whole configuration."""
+
+    portal: PortalSettings = Field(default_factory=PortalSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    servers: dict[str, ServerSettings] = Field(default_factory=dict[str, ServerSettings])
+    source: str = Field(default="<defaults>", exclude=True)
+    """Where these settings came from, for messages."""
+
+    @field_validator("servers")
+    @classmethod
+    def _names(cls, value: dict[str, ServerSettings]) -> dict[str, ServerSettings]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"server name {name!r} must match {_NAME.pattern}")
+        return value
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the database."""
+        if self.portal.database:
+            return self.portal.database
+        return f"sqlite:///{self.portal.data_dir / 'dockyard.db'}"
+
+    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> Settings:
+        """A copy whose ``public_url`` uses another host or port (``dockyard serve --host/--port``)."""
+        if host is None and port is None:
+            return self
+        parts = urlsplit(self.portal.public_url)
+        new_host = host or parts.hostname or "127.0.0.1"
+        if ":" in new_host:
+            new_host = f"[{new_host}]"
+        url = f"{parts.scheme}://{new_host}:{port or self.portal.bind_port}"
+        return self.model_copy(update={"portal": self.portal.model_copy(update={"public_url": url})})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1 or ``localhost``)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def expand_env(value: str, environ: Mapping[str, str], *, source: str, key: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``value``; ``$$`` is a literal ``$``.
+
+    Raises:
+        ConfigError: A referenced variable is unset and has no default.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(source, key, f"environment variable {name!r} is not set (use ${{{name}:-default}})")
+
+    return _ENV_REF.sub(replace, value)
+
+
+def _expand_servers(raw: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
+    servers = raw.get("servers")
+    if not isinstance(servers, dict):
+        return
+    for name, table in servers.items():  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(table, dict):
+            continue
+        for field in ("url", "command", "cwd"):
+            value = table.get(field)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+            if isinstance(value, str):
+                table[field] = expand_env(value, environ, source=source, key=f"servers.{name}.{field}")
+        args = table.get("args")  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+        if isinstance(args, list):
+            table["args"] = [
+                expand_env(a, environ, source=source, key=f"servers.{name}.args[{i}]") if isinstance(a, str) else a
+                for i, a in enumerate(args)  # pyright: ignore[reportUnknownArgumentType,reportUnknownVariableType]
+            ]
+        for field in ("env", "headers"):
+            mapping = table.get(field)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+            if isinstance(mapping, dict):
+                table[field] = {
+                    k: expand_env(v, environ, source=source, key=f"servers.{name}.{field}.{k}")
+                    if isinstance(v, str)
+                    else v
+                    for k, v in mapping.items()  # pyright: ignore[reportUnknownVariableType]
+                }
+
+
+def _validation_error(source: str, error: ValidationError) -> ConfigError:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    reason = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key (see dockyard.example.toml for the keys this version understands)"
+    more = len(error.errors()) - 1
+    if more:
+        reason += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(source, key, reason)
+
+
+def settings_from_mapping(raw: dict[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str]) -> Settings:
+    """Validate a parsed configuration mapping.
+
+    Raises:
+        ConfigError: The mapping is not a valid configuration.
+    """
+    _expand_servers(raw, environ, source)
+    try:
+        settings = Settings.model_validate({**raw, "source": source})
+    except ValidationError as error:
+        raise _validation_error(source, error) from None
+    data_dir = settings.portal.data_dir
+    if not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    servers = {
+        name: s if s.cwd is None or s.cwd.is_absolute() else s.model_copy(update={"cwd": base_dir / s.cwd})
+        for name, s in settings.servers.items()
+    }
+    return settings.model_copy(
+        update={"portal": settings.portal.model_copy(update={"data_dir": data_dir}), "servers": servers}
+    )
+
+
+def load_settings(path: Path | None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from a TOML file, or the embedded defaults when ``path`` is None.
+
+    Raises:
+        ConfigError: The file is missing, is not TOML, or is not a valid configuration.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        return settings_from_mapping({}, source="<defaults>", base_dir=Path.cwd(), environ=env)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found (copy dockyard.example.toml to start)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(source, "", f"cannot read: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, "", f"not valid TOML: {error}") from None
+    return settings_from_mapping(raw, source=source, base_dir=path.resolve().parent, environ=env)

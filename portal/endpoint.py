@@ -1,0 +1,271 @@
+"""The portal's MCP endpoint: a low-level ``mcp`` server whose every handler goes through the gateway.
+
+The SDK's Streamable HTTP session manager serves both protocol eras on one URL: 2026-07-28 requests
+(stateless, per-request envelope) and the session-based 2025-11-25 / 2025-06-18 handshake. Gateway
+errors are translated into protocol errors here, once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
+from mcp.server.caching import CacheHint
+from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from portal.channel import SamplingResult
+from portal.errors import UnknownTargetError, UpstreamUnavailableError
+from portal.gateway import Gateway, ListKind
+from portal.principal import LOCAL_PRINCIPAL, Principal
+
+__all__ = ["PRINCIPAL_SCOPE_KEY", "build_mcp_server"]
+
+PRINCIPAL_SCOPE_KEY = "dockyard.principal"
+"""ASGI scope key where authentication middleware leaves the verified :class:`Principal`."""
+
+Ctx = ServerRequestContext[Any, Any]
+
+# Listings are filtered per principal (SECURITY.md T4): a cached result must never be shared.
+_PRIVATE = CacheHint(ttl_ms=0, scope="private")
+
+
+def principal_of(ctx: Ctx) -> Principal:
+    """The verified caller of this request."""
+    request = ctx.request
+    scope: dict[str, Any] | None = getattr(request, "scope", None)
+    if scope is not None:
+        principal = scope.get(PRINCIPAL_SCOPE_KEY)
+        if isinstance(principal, Principal):
+            return principal
+    return LOCAL_PRINCIPAL
+
+
+class _RequestChannel:
+    """The :class:`~portal.channel.ClientChannel` of one inbound request."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self._ctx = ctx
+        self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        self._connection: Any = None if self.modern else ctx.session._connection  # pyright: ignore[reportPrivateUsage]
+        caps = ctx.session.client_capabilities
+        self.can_relay = (
+            (not self.modern) and caps is not None and (caps.sampling is not None or caps.elicitation is not None)
+        )
+        meta = ctx.meta
+        self.wants_progress = meta is not None and meta.get("progress_token") is not None
+
+    @property
+    def connection(self) -> object | None:
+        return self._connection
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        await self._ctx.session.report_progress(progress, total, message)
+
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        await self._ctx.session.send_notification(
+            types.LoggingMessageNotification(params=params), related_request_id=self._ctx.request_id
+        )
+
+    def _metadata(self) -> ServerMessageMetadata:
+        return ServerMessageMetadata(related_request_id=self._ctx.request_id)
+
+    async def elicit(self, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
+        try:
+            return await self._ctx.session.send_request(
+                types.ElicitRequest(params=params), types.ElicitResult, metadata=self._metadata()
+            )
+        except MCPError as error:
+            return error.error
+
+    async def sample(self, params: types.CreateMessageRequestParams) -> SamplingResult:
+        try:
+            return await self._ctx.session.send_request(
+                types.CreateMessageRequest(params=params), types.CreateMessageResult, metadata=self._metadata()
+            )
+        except MCPError as error:
+            return error.error
+
+    async def list_roots(self) -> types.ListRootsResult | types.ErrorData:
+        try:
+            return await self._ctx.session.send_request(
+                types.ListRootsRequest(), types.ListRootsResult, metadata=self._metadata()
+            )
+        except MCPError as error:
+            return error.error
+
+    async def resource_updated(self, uri: str) -> None:
+        await self._ctx.session.send_resource_updated(uri)
+
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        if self._connection is not None:
+            self._connection.exit_stack.push_async_callback(callback)
+
+
+class _Connections:
+    """Live handshake-era client connections, for list-changed notifications."""
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[weakref.ref[Any], ServerSession]] = {}
+
+    def remember(self, ctx: Ctx) -> None:
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        connection: Any = ctx.session._connection  # pyright: ignore[reportPrivateUsage]
+        key = id(connection)
+        if key in self._live:
+            return
+        self._live[key] = (weakref.ref(connection), ctx.session)
+
+        async def forget() -> None:
+            self._live.pop(key, None)
+
+        connection.exit_stack.push_async_callback(forget)
+
+    async def broadcast(self, kinds: set[ListKind]) -> None:
+        for key, (ref, session) in list(self._live.items()):
+            if ref() is None:
+                self._live.pop(key, None)
+                continue
+            if "tools" in kinds:
+                await session.send_tool_list_changed()
+            if "prompts" in kinds:
+                await session.send_prompt_list_changed()
+            if "resources" in kinds:
+                await session.send_resource_list_changed()
+
+
+class _PortalServer(Server[Any]):
+    """Advertises list-changed notifications, which the portal sends whenever its catalog changes."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(
+            prompts_changed=True, resources_changed=True, tools_changed=True
+        )
+        return super().create_initialization_options(options, experimental_capabilities, extensions)
+
+
+def _not_found(error: UnknownTargetError) -> MCPError:
+    return MCPError(code=types.INVALID_PARAMS, message=str(error).strip("'\""))
+
+
+def build_mcp_server(gateway: Gateway, *, name: str = "dockyard") -> Server[Any]:
+    """The MCP server the portal mounts on ``/mcp``: the federated catalog, through the choke point."""
+    connections = _Connections()
+    gateway.add_listener(connections.broadcast)
+
+    async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        connections.remember(ctx)
+        return types.ListToolsResult(tools=gateway.list_tools(principal_of(ctx)))
+
+    async def call_tool(
+        ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        connections.remember(ctx)
+        try:
+            return await gateway.call_tool(
+                principal_of(ctx),
+                params.name,
+                params.arguments,
+                channel=_RequestChannel(ctx),
+                input_responses=params.input_responses,
+                request_state=params.request_state,
+            )
+        except UnknownTargetError as error:
+            raise _not_found(error) from None
+
+    async def list_prompts(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        connections.remember(ctx)
+        return types.ListPromptsResult(prompts=gateway.list_prompts(principal_of(ctx)))
+
+    async def get_prompt(ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        try:
+            return await gateway.get_prompt(
+                principal_of(ctx), params.name, params.arguments, channel=_RequestChannel(ctx)
+            )
+        except UnknownTargetError as error:
+            raise _not_found(error) from None
+        except UpstreamUnavailableError as error:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
+
+    async def list_resources(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        connections.remember(ctx)
+        return types.ListResourcesResult(resources=gateway.list_resources(principal_of(ctx)))
+
+    async def list_templates(
+        ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=gateway.list_resource_templates(principal_of(ctx)))
+
+    async def read_resource(ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        try:
+            return await gateway.read_resource(principal_of(ctx), uri, channel=_RequestChannel(ctx))
+        except UnknownTargetError:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
+        except UpstreamUnavailableError as error:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
+
+    async def subscribe(ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        try:
+            await gateway.subscribe(principal_of(ctx), uri, channel=_RequestChannel(ctx))
+        except UnknownTargetError:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
+        except UpstreamUnavailableError as error:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        await gateway.unsubscribe(principal_of(ctx), str(params.uri), channel=_RequestChannel(ctx))
+        return types.EmptyResult()
+
+    async def complete(ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+        try:
+            return await gateway.complete(principal_of(ctx), params.ref, params.argument, params.context)
+        except UnknownTargetError as error:
+            raise _not_found(error) from None
+        except UpstreamUnavailableError as error:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
+
+    async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # Upstream log messages reach a client through its own upstream sessions; it filters by level.
+        return types.EmptyResult()
+
+    server: Server[Any] = _PortalServer(
+        name,
+        version="0.1.0",
+        instructions="Dockyard portal: the tools of many MCP servers behind one governed endpoint.",
+        cache_hints={
+            "tools/list": _PRIVATE,
+            "prompts/list": _PRIVATE,
+            "resources/list": _PRIVATE,
+            "resources/templates/list": _PRIVATE,
+            "resources/read": _PRIVATE,
+        },
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
+        on_completion=complete,
+    )
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    return server

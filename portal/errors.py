@@ -1,0 +1,71 @@
+"""Errors raised by the portal.
+
+Hierarchy::
+
+    DockyardError
+    ├── ConfigError          invalid configuration: names the file, the key and the reason
+    ├── StorageError         the database cannot be opened or migrated
+    ├── ServersImportError   an mcpServers file cannot be imported
+    └── GatewayError         a request the choke point refuses, translated once into a protocol error
+        ├── UnknownTargetError   no such tool, prompt or resource for this principal
+        ├── UpstreamUnavailableError  the upstream that owns the target is not connected
+        └── WithheldToolError    the tool's definition changed upstream and awaits ``dockyard tools accept``
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DockyardError",
+    "GatewayError",
+    "ServersImportError",
+    "StorageError",
+    "UnknownTargetError",
+    "UpstreamUnavailableError",
+    "WithheldToolError",
+]
+
+
+class DockyardError(Exception):
+    """Base of every error the portal raises on purpose."""
+
+
+class ConfigError(DockyardError):
+    """The configuration is invalid.
+
+    Args:
+        source: The file (or ``<defaults>``) the configuration came from.
+        key: The dotted key that is wrong, or an empty string for the whole file.
+        reason: What is wrong and, where possible, what to do.
+    """
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+class StorageError(DockyardError):
+    """The database cannot be opened or migrated."""
+
+
+class ServersImportError(DockyardError):
+    """An ``mcpServers`` JSON file cannot be imported."""
+
+
+class GatewayError(DockyardError):
+    """A request refused by the choke point."""
+
+
+class UnknownTargetError(GatewayError):
+    """No tool, prompt or resource of that name is visible to the caller."""
+
+
+class UpstreamUnavailableError(GatewayError):
+    """The upstream that owns the target is not connected right now."""
+
+
+class WithheldToolError(GatewayError):
+    """The tool's definition changed upstream and is held until an admin accepts it (SECURITY.md G3)."""

@@ -1,0 +1,774 @@
+"""The choke point: every request to an upstream goes through :class:`Gateway`.
+
+``resolve → policy decision → upstream session → call → normalise → audit + metrics``, the same for
+``tools/call``, ``prompts/get``, ``resources/read``, subscriptions and completions; listings are filtered
+by the same policy. Front ends (the MCP endpoint, later Code Mode and workflows) call these methods and
+never talk to an upstream themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.shared.exceptions import MCPError
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from portal.audit import AuditEvent, AuditLog, Status, arguments_digest
+from portal.catalog import Catalog, build_catalog
+from portal.channel import ClientChannel
+from portal.config import Settings
+from portal.errors import UnknownTargetError, UpstreamUnavailableError, WithheldToolError
+from portal.metrics import Metrics
+from portal.pins import PinStore
+from portal.policy_seam import AllowLocal, Decision, Policy, Request
+from portal.principal import Principal
+from portal.sealing import Sealer, TamperedStateError
+from portal.store import UpstreamStatus, utcnow
+from portal.upstreams import SessionHandlers, Upstream
+
+__all__ = ["Gateway", "ListKind"]
+
+logger = logging.getLogger("dockyard.gateway")
+
+ListKind = Literal["tools", "prompts", "resources"]
+_MAX_INPUT_ROUNDS = 8
+
+
+def _error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def _size(value: object) -> int:
+    try:
+        return len(json.dumps(value, separators=(",", ":"), default=str))
+    except (TypeError, ValueError):
+        return 0
+
+
+class _Relay:
+    """Routes server-initiated requests on a dedicated upstream session to the client's current request."""
+
+    def __init__(self) -> None:
+        self.channels: list[ClientChannel] = []
+
+    def _current(self) -> ClientChannel | None:
+        return self.channels[-1] if self.channels else None
+
+    async def sampling(
+        self, _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        channel = self._current()
+        if channel is None:
+            return types.ErrorData(code=types.INVALID_REQUEST, message="no client request is in progress")
+        return await channel.sample(params)
+
+    async def elicitation(
+        self, _ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        channel = self._current()
+        if channel is None:
+            return types.ErrorData(code=types.INVALID_REQUEST, message="no client request is in progress")
+        return await channel.elicit(params)
+
+    async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
+        channel = self._current()
+        if channel is not None:
+            await channel.log(params)
+
+
+@dataclass
+class _Dedicated:
+    session: ClientSession
+    relay: _Relay
+    close: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Gateway:
+    """The single choke point, and owner of the upstream supervisors and the catalog.
+
+    Args:
+        settings: The portal configuration.
+        engine: The database.
+        metrics: Where to count requests.
+        policy: Who may see and use what; defaults to :class:`AllowLocal`.
+        sealer: Signs request state handed to clients.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        metrics: Metrics,
+        sealer: Sealer,
+        policy: Policy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.policy: Policy = policy or AllowLocal()
+        self.audit = AuditLog(engine)
+        self.pins = PinStore(engine)
+        self._sealer = sealer
+        self._catalog = Catalog()
+        self._rebuild_lock = anyio.Lock()
+        self._listeners: list[Callable[[set[ListKind]], Awaitable[None]]] = []
+        self._subscribers: dict[str, dict[object, ClientChannel]] = {}
+        self._dedicated: dict[tuple[object, str], _Dedicated] = {}
+        self._dedicated_lock = anyio.Lock()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self.ready = anyio.Event()
+        log_dir = Path(settings.portal.data_dir) / "logs"
+        slots = anyio.CapacityLimiter(settings.portal.max_stdio_children)
+        self.upstreams: dict[str, Upstream] = {
+            name: Upstream(
+                name,
+                server,
+                source=settings.source,
+                log_dir=log_dir,
+                stdio_slots=slots,
+                health_interval=settings.portal.health_interval,
+                max_backoff=settings.portal.retry_max_backoff,
+                on_change=self._upstream_changed,
+                on_resource_updated=self._resource_updated,
+            )
+            for name, server in sorted(settings.servers.items())
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def catalog(self) -> Catalog:
+        """The current catalog snapshot."""
+        return self._catalog
+
+    def add_listener(self, listener: Callable[[set[ListKind]], Awaitable[None]]) -> None:
+        """Call ``listener`` with the kinds of list that changed after each catalog rebuild."""
+        self._listeners.append(listener)
+
+    @asynccontextmanager
+    async def running(self) -> Any:
+        """Run the upstream supervisors and the audit writer for the duration of the block."""
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            tg.start_soon(self.audit.run)
+            for upstream in self.upstreams.values():
+                tg.start_soon(upstream.run)
+            tg.start_soon(self._watch_pins)
+            tg.start_soon(self._mark_ready)
+            try:
+                yield self
+            finally:
+                for dedicated in self._dedicated.values():
+                    dedicated.close.set()
+                tg.cancel_scope.cancel()
+                self._task_group = None
+
+    async def _mark_ready(self) -> None:
+        """Ready once every enabled upstream has had its first chance to connect."""
+        while any(u.state == "starting" for u in self.upstreams.values()):
+            await anyio.sleep(0.05)
+        self.ready.set()
+
+    async def _watch_pins(self) -> None:
+        """Pick up ``dockyard tools accept`` made by another process while tools are withheld."""
+        while True:
+            await anyio.sleep(2.0)
+            if self._catalog.withheld:
+                await self.rebuild()
+
+    async def _upstream_changed(self, upstream: Upstream) -> None:
+        self.metrics.upstream_up.labels(upstream.name, upstream.kind).set(1 if upstream.connected else 0)
+        await self.rebuild()
+        await anyio.to_thread.run_sync(self._write_status, upstream)
+
+    async def rebuild(self) -> None:
+        """Rebuild the catalog from the upstreams and notify listeners of what changed."""
+        async with self._rebuild_lock:
+            before = self._catalog
+            after = await anyio.to_thread.run_sync(build_catalog, list(self.upstreams.values()), self.pins)
+            self._catalog = after
+        changed: set[ListKind] = set()
+        if {n: e.definition for n, e in before.tools.items()} != {n: e.definition for n, e in after.tools.items()}:
+            changed.add("tools")
+        if {n: e.definition for n, e in before.prompts.items()} != {n: e.definition for n, e in after.prompts.items()}:
+            changed.add("prompts")
+        if before.resources.keys() != after.resources.keys() or before.templates != after.templates:
+            changed.add("resources")
+        for upstream in self.upstreams.values():
+            tools = sum(1 for e in after.tools.values() if e.server == upstream.name)
+            self.metrics.upstream_tools.labels(upstream.name).set(tools)
+        if changed:
+            for listener in list(self._listeners):
+                await listener(changed)
+
+    def _write_status(self, upstream: Upstream) -> None:
+        catalog = self._catalog
+        conflicts = catalog.conflicts.get(upstream.name, ())
+        error = upstream.last_error
+        if conflicts:
+            error = "; ".join(conflicts) + (f"; {error}" if error else "")
+        row = UpstreamStatus(
+            server=upstream.name,
+            kind=upstream.kind,
+            state=upstream.state,
+            protocol_version=upstream.protocol_version,
+            tools=sum(1 for e in catalog.tools.values() if e.server == upstream.name),
+            withheld=sum(1 for server, _ in catalog.withheld.values() if server == upstream.name),
+            resources=len(upstream.listing.resources),
+            prompts=len(upstream.listing.prompts),
+            last_error=error,
+            last_error_at=None if error is None else utcnow(),
+            connected_at=None if upstream.connected_at is None else utcnow(),
+            updated_at=utcnow(),
+        )
+        with Session(self.engine) as session:
+            existing = session.get(UpstreamStatus, upstream.name)
+            if existing is not None and upstream.connected_at is not None and existing.connected_at is not None:
+                row.connected_at = existing.connected_at if upstream.state == "connected" else existing.connected_at
+            session.merge(row)
+            session.commit()
+
+    # ----------------------------------------------------------------- listings
+
+    def _visible(self, principal: Principal, target: str, server: str) -> bool:
+        return self.policy.decide(principal, Request("list", target, server)).allowed
+
+    def list_tools(self, principal: Principal) -> list[types.Tool]:
+        """The tools ``principal`` may see."""
+        return [e.definition for e in self._catalog.tools.values() if self._visible(principal, e.name, e.server)]
+
+    def list_prompts(self, principal: Principal) -> list[types.Prompt]:
+        """The prompts ``principal`` may see."""
+        return [e.definition for e in self._catalog.prompts.values() if self._visible(principal, e.name, e.server)]
+
+    def list_resources(self, principal: Principal) -> list[types.Resource]:
+        """The resources ``principal`` may see."""
+        return [r.definition for r in self._catalog.resources.values() if self._visible(principal, r.uri, r.server)]
+
+    def list_resource_templates(self, principal: Principal) -> list[types.ResourceTemplate]:
+        """The resource templates ``principal`` may see."""
+        return [
+            t.definition
+            for t in self._catalog.templates
+            if self._visible(principal, t.definition.uri_template, t.server)
+        ]
+
+    # ----------------------------------------------------------------- the choke point
+
+    def _finish(
+        self,
+        principal: Principal,
+        method: str,
+        target: str,
+        *,
+        started: float,
+        status: Status,
+        decision: Decision | None,
+        server: str | None = None,
+        upstream_target: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        bytes_out: int = 0,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.observe(method=method, target=target, server=server or "", status=status, seconds=seconds)
+        self.audit.record(
+            AuditEvent(
+                principal=principal,
+                method=method,
+                target=target,
+                decision="allow" if decision is None or decision.allowed else f"deny:{decision.rule}",
+                status=status,
+                server=server,
+                upstream_target=upstream_target,
+                arguments_digest=arguments_digest(arguments),
+                error=error,
+                latency_ms=seconds * 1000,
+                bytes_in=_size(arguments) if arguments else 0,
+                bytes_out=bytes_out,
+            )
+        )
+
+    async def _session_for(self, upstream: Upstream, channel: ClientChannel) -> tuple[ClientSession, _Relay | None]:
+        """The shared session, or this client's own one when the upstream may call back into the client."""
+        shared = upstream.session()
+        if not (channel.can_relay and channel.connection is not None and upstream.kind != "inprocess"):
+            return shared, None
+        key = (channel.connection, upstream.name)
+        async with self._dedicated_lock:
+            dedicated = self._dedicated.get(key)
+            if dedicated is None:
+                dedicated = await self._open_dedicated(upstream, channel)
+                self._dedicated[key] = dedicated
+
+                async def forget() -> None:
+                    self._dedicated.pop(key, None)
+                    dedicated.close.set()
+
+                channel.on_close(forget)
+        return dedicated.session, dedicated.relay
+
+    async def _open_dedicated(self, upstream: Upstream, channel: ClientChannel) -> _Dedicated:
+        assert self._task_group is not None
+        relay = _Relay()
+        handlers = SessionHandlers(sampling=relay.sampling, elicitation=relay.elicitation, logging=relay.logging)
+        holder: dict[str, _Dedicated] = {}
+
+        async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            async with upstream.dedicated_session(handlers) as session:
+                holder["value"] = _Dedicated(session, relay)
+                task_status.started()
+                await holder["value"].close.wait()
+
+        await self._task_group.start(hold)
+        return holder["value"]
+
+    async def call_tool(
+        self,
+        principal: Principal,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        channel: ClientChannel,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Call a tool on behalf of ``principal``.
+
+        Tool failures, denials and unavailable upstreams come back as ``isError`` results.
+
+        Raises:
+            UnknownTargetError: No tool of that name is visible to ``principal``.
+            MCPError: The upstream answered with a protocol error, relayed as it is.
+        """
+        started = time.perf_counter()
+        method = "tools/call"
+        entry = self._catalog.tools.get(name)
+        if entry is None:
+            held = self._catalog.withheld.get(name)
+            if held is not None and self._visible(principal, name, held[0]):
+                message = (
+                    f"tool {name!r} changed on server {held[0]!r} and is withheld until an admin runs "
+                    f"'dockyard tools accept {held[0]} {held[1]}'"
+                )
+                self._finish(
+                    principal,
+                    method,
+                    name,
+                    started=started,
+                    status="withheld",
+                    decision=None,
+                    server=held[0],
+                    upstream_target=held[1],
+                    arguments=arguments,
+                    error=message,
+                )
+                return _error_result(str(WithheldToolError(message)))
+            self._finish(principal, method, name, started=started, status="unknown", decision=None, arguments=arguments)
+            raise UnknownTargetError(f"unknown tool: {name!r}")
+        decision = self.policy.decide(principal, Request(method, name, entry.server, arguments))
+        if not decision.allowed:
+            if not self._visible(principal, name, entry.server):
+                self._finish(
+                    principal,
+                    method,
+                    name,
+                    started=started,
+                    status="unknown",
+                    decision=decision,
+                    server=entry.server,
+                    arguments=arguments,
+                )
+                raise UnknownTargetError(f"unknown tool: {name!r}")
+            message = f"denied by policy ({decision.rule}){': ' + decision.reason if decision.reason else ''}"
+            self._finish(
+                principal,
+                method,
+                name,
+                started=started,
+                status="denied",
+                decision=decision,
+                server=entry.server,
+                upstream_target=entry.upstream_name,
+                arguments=arguments,
+                error=message,
+            )
+            return _error_result(message)
+        upstream = self.upstreams[entry.server]
+        upstream_state: str | None = None
+        if request_state is not None:
+            try:
+                sealed = self._sealer.open(request_state)
+            except TamperedStateError as error:
+                self._finish(
+                    principal,
+                    method,
+                    name,
+                    started=started,
+                    status="denied",
+                    decision=decision,
+                    server=entry.server,
+                    arguments=arguments,
+                    error=str(error),
+                )
+                raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
+            if sealed.get("p") != principal.subject or sealed.get("t") != name:
+                raise MCPError(code=types.INVALID_PARAMS, message="requestState belongs to another request")
+            upstream_state = sealed.get("u")
+        status: Status = "ok"
+        error_text: str | None = None
+        try:
+            session, relay = await self._session_for(upstream, channel)
+            if relay is not None:
+                relay.channels.append(channel)
+            try:
+                result = await self._call_upstream(
+                    session,
+                    entry.upstream_name,
+                    arguments,
+                    channel,
+                    input_responses,
+                    upstream_state,
+                    upstream.settings.call_timeout,
+                )
+            finally:
+                if relay is not None:
+                    relay.channels.remove(channel)
+        except UpstreamUnavailableError as error:
+            status, error_text = "unavailable", str(error)
+            result = _error_result(error_text)
+        except MCPError as error:
+            if error.code == types.CONNECTION_CLOSED:
+                upstream.mark_broken(error)
+                status, error_text = "unavailable", f"server {entry.server!r} closed the connection"
+                result = _error_result(error_text)
+            elif error.code == types.REQUEST_TIMEOUT:
+                status, error_text = (
+                    "error",
+                    f"server {entry.server!r} did not answer within {upstream.settings.call_timeout}s",
+                )
+                result = _error_result(error_text)
+            else:
+                self._finish(
+                    principal,
+                    method,
+                    name,
+                    started=started,
+                    status="error",
+                    decision=decision,
+                    server=entry.server,
+                    upstream_target=entry.upstream_name,
+                    arguments=arguments,
+                    error=error.error.message,
+                )
+                raise
+        except RuntimeError as error:  # the SDK's output-schema validation of the upstream's result
+            status, error_text = "error", f"server {entry.server!r} returned an invalid result: {error}"
+            result = _error_result(error_text)
+        if isinstance(result, types.InputRequiredResult):
+            result = result.model_copy(
+                update={
+                    "request_state": self._sealer.seal({"p": principal.subject, "t": name, "u": result.request_state})
+                }
+            )
+        elif result.is_error and status == "ok":
+            status = "error"
+            error_text = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
+        self._finish(
+            principal,
+            method,
+            name,
+            started=started,
+            status=status,
+            decision=decision,
+            server=entry.server,
+            upstream_target=entry.upstream_name,
+            arguments=arguments,
+            error=error_text,
+            bytes_out=_size(result.model_dump(mode="json", by_alias=True, exclude_none=True)),
+        )
+        return result
+
+    async def _call_upstream(
+        self,
+        session: ClientSession,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        channel: ClientChannel,
+        input_responses: types.InputResponses | None,
+        request_state: str | None,
+        timeout: float,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        progress = channel.progress if channel.wants_progress else None
+        for _ in range(_MAX_INPUT_ROUNDS):
+            result = await session.call_tool(
+                tool,
+                arguments,
+                read_timeout_seconds=timeout,
+                progress_callback=progress,
+                input_responses=input_responses,
+                request_state=request_state,
+                allow_input_required=True,
+            )
+            if isinstance(result, types.CallToolResult) or channel.modern:
+                return result
+            # A handshake-era client cannot see input-required results: ask it ourselves and retry.
+            input_responses = await self._answer_input_requests(result, channel)
+            request_state = result.request_state
+        return _error_result(f"tool {tool!r} asked for input more than {_MAX_INPUT_ROUNDS} times")
+
+    async def _answer_input_requests(
+        self, result: types.InputRequiredResult, channel: ClientChannel
+    ) -> types.InputResponses:
+        responses: types.InputResponses = {}
+        for key, request in (result.input_requests or {}).items():
+            if isinstance(request, types.ElicitRequest):
+                answer: Any = await channel.elicit(request.params)
+            elif isinstance(request, types.CreateMessageRequest):
+                answer = await channel.sample(request.params)
+            else:
+                answer = await channel.list_roots()
+            if isinstance(answer, types.ErrorData):
+                raise MCPError(code=answer.code, message=answer.message)
+            responses[key] = answer
+        return responses
+
+    async def get_prompt(
+        self,
+        principal: Principal,
+        name: str,
+        arguments: dict[str, str] | None,
+        *,
+        channel: ClientChannel,
+    ) -> types.GetPromptResult:
+        """Get a prompt on behalf of ``principal``.
+
+        Raises:
+            UnknownTargetError: No prompt of that name is visible to ``principal``.
+            UpstreamUnavailableError: Its server is down.
+            MCPError: The upstream's own error, relayed.
+        """
+        started = time.perf_counter()
+        method = "prompts/get"
+        entry = self._catalog.prompts.get(name)
+        decision = (
+            None if entry is None else self.policy.decide(principal, Request(method, name, entry.server, arguments))
+        )
+        if entry is None or decision is None or not decision.allowed:
+            self._finish(
+                principal,
+                method,
+                name,
+                started=started,
+                status="unknown" if entry is None else "denied",
+                decision=decision,
+                arguments=arguments,
+            )
+            raise UnknownTargetError(f"unknown prompt: {name!r}")
+        upstream = self.upstreams[entry.server]
+        try:
+            session, _ = await self._session_for(upstream, channel)
+            result = await session.get_prompt(entry.upstream_name, arguments)
+        except (UpstreamUnavailableError, MCPError) as error:
+            self._finish(
+                principal,
+                method,
+                name,
+                started=started,
+                status="error",
+                decision=decision,
+                server=entry.server,
+                upstream_target=entry.upstream_name,
+                arguments=arguments,
+                error=str(error),
+            )
+            raise
+        self._finish(
+            principal,
+            method,
+            name,
+            started=started,
+            status="ok",
+            decision=decision,
+            server=entry.server,
+            upstream_target=entry.upstream_name,
+            arguments=arguments,
+        )
+        return result
+
+    async def read_resource(
+        self, principal: Principal, uri: str, *, channel: ClientChannel
+    ) -> types.ReadResourceResult:
+        """Read a resource on behalf of ``principal``.
+
+        Raises:
+            UnknownTargetError: No server serves ``uri`` for this principal.
+            UpstreamUnavailableError: Its server is down.
+            MCPError: The upstream's own error, relayed.
+        """
+        started = time.perf_counter()
+        method = "resources/read"
+        route = self._catalog.resolve_resource(uri)
+        decision = None if route is None else self.policy.decide(principal, Request(method, uri, route[0]))
+        if route is None or decision is None or not decision.allowed or route[0] not in self.upstreams:
+            self._finish(principal, method, uri, started=started, status="unknown", decision=decision)
+            raise UnknownTargetError(f"unknown resource: {uri!r}")
+        server, upstream_uri = route
+        try:
+            session, _ = await self._session_for(self.upstreams[server], channel)
+            result = await session.read_resource(upstream_uri)
+        except (UpstreamUnavailableError, MCPError) as error:
+            self._finish(
+                principal,
+                method,
+                uri,
+                started=started,
+                status="error",
+                decision=decision,
+                server=server,
+                upstream_target=upstream_uri,
+                error=str(error),
+            )
+            raise
+        if upstream_uri != uri:
+            contents = [c.model_copy(update={"uri": uri}) if str(c.uri) == upstream_uri else c for c in result.contents]
+            result = result.model_copy(update={"contents": contents})
+        self._finish(
+            principal,
+            method,
+            uri,
+            started=started,
+            status="ok",
+            decision=decision,
+            server=server,
+            upstream_target=upstream_uri,
+        )
+        return result
+
+    async def subscribe(self, principal: Principal, uri: str, *, channel: ClientChannel) -> None:
+        """Subscribe the caller's connection to updates of ``uri``.
+
+        Raises:
+            UnknownTargetError: No server serves ``uri`` for this principal.
+            UpstreamUnavailableError: Its server is down.
+            MCPError: The upstream's own error, relayed.
+        """
+        started = time.perf_counter()
+        route = self._catalog.resolve_resource(uri)
+        decision = (
+            None if route is None else self.policy.decide(principal, Request("resources/subscribe", uri, route[0]))
+        )
+        if route is None or decision is None or not decision.allowed or channel.connection is None:
+            self._finish(principal, "resources/subscribe", uri, started=started, status="unknown", decision=decision)
+            raise UnknownTargetError(f"unknown resource: {uri!r}")
+        server, upstream_uri = route
+        subscribers = self._subscribers.setdefault(uri, {})
+        if not subscribers:
+            session = self.upstreams[server].session()
+            await session.send_request(
+                types.SubscribeRequest(params=types.SubscribeRequestParams(uri=upstream_uri)), types.EmptyResult
+            )
+        key = channel.connection
+        if key not in subscribers:
+            subscribers[key] = channel
+
+            async def drop() -> None:
+                await self.unsubscribe(principal, uri, channel=channel)
+
+            channel.on_close(drop)
+        self._finish(
+            principal,
+            "resources/subscribe",
+            uri,
+            started=started,
+            status="ok",
+            decision=decision,
+            server=server,
+            upstream_target=upstream_uri,
+        )
+
+    async def unsubscribe(self, principal: Principal, uri: str, *, channel: ClientChannel) -> None:
+        """End the caller's subscription to ``uri`` (a no-op when there is none)."""
+        subscribers = self._subscribers.get(uri)
+        if not subscribers or subscribers.pop(channel.connection, None) is None or subscribers:
+            return
+        del self._subscribers[uri]
+        route = self._catalog.resolve_resource(uri)
+        if route is None:
+            return
+        upstream = self.upstreams.get(route[0])
+        if upstream is not None and upstream.connected:
+            try:
+                await upstream.session().send_request(
+                    types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=route[1])), types.EmptyResult
+                )
+            except MCPError as error:
+                logger.debug("unsubscribe from %s on %s failed: %s", route[1], upstream.name, error)
+
+    async def _resource_updated(self, upstream: Upstream, upstream_uri: str) -> None:
+        for uri, subscribers in list(self._subscribers.items()):
+            route = self._catalog.resolve_resource(uri)
+            if route == (upstream.name, upstream_uri):
+                for channel in list(subscribers.values()):
+                    await channel.resource_updated(uri)
+
+    async def complete(
+        self,
+        principal: Principal,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        context: types.CompletionContext | None,
+    ) -> types.CompleteResult:
+        """Relay a completion request to the server that owns the prompt or template.
+
+        Raises:
+            UnknownTargetError: The prompt or template is not visible to ``principal``.
+            UpstreamUnavailableError: Its server is down.
+            MCPError: The upstream's own error, relayed.
+        """
+        started = time.perf_counter()
+        if isinstance(ref, types.PromptReference):
+            entry = self._catalog.prompts.get(ref.name)
+            server = entry.server if entry else None
+            upstream_ref: types.PromptReference | types.ResourceTemplateReference | None = (
+                None if entry is None else ref.model_copy(update={"name": entry.upstream_name})
+            )
+            target = ref.name
+        else:
+            server = self._catalog.server_of_template(ref.uri)
+            upstream_ref = ref
+            target = ref.uri
+        decision = (
+            None if server is None else self.policy.decide(principal, Request("completion/complete", target, server))
+        )
+        if server is None or upstream_ref is None or decision is None or not decision.allowed:
+            self._finish(principal, "completion/complete", target, started=started, status="unknown", decision=decision)
+            raise UnknownTargetError(f"unknown completion target: {target!r}")
+        result = (
+            await self.upstreams[server]
+            .session()
+            .complete(
+                upstream_ref, {"name": argument.name, "value": argument.value}, context.arguments if context else None
+            )
+        )
+        self._finish(
+            principal, "completion/complete", target, started=started, status="ok", decision=decision, server=server
+        )
+        return result
+
+    def servers(self) -> Sequence[Upstream]:
+        """The upstream supervisors, by name."""
+        return list(self.upstreams.values())

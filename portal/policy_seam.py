@@ -1,0 +1,56 @@
+"""The seam where scope policies plug into the choke point.
+
+The portal asks a :class:`Policy` two things: may this principal *see* a catalog entry (listing), and may
+it *use* it with these arguments (calling, reading, getting). Until the policy engine lands, auth mode
+``none`` uses :class:`AllowLocal`: the single local user may use everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from portal.principal import Principal
+
+__all__ = ["AllowLocal", "Decision", "Policy", "Request"]
+
+Method = Literal["tools/call", "prompts/get", "resources/read", "resources/subscribe", "completion/complete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a policy decides on."""
+
+    method: Method | Literal["list"]
+    target: str
+    server: str
+    arguments: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A policy's answer; ``rule`` names what decided, for the audit log."""
+
+    allowed: bool
+    rule: str
+    reason: str = ""
+
+
+class Policy(Protocol):
+    """Decides who may see and use what."""
+
+    def decide(self, principal: Principal, request: Request) -> Decision:
+        """Decide one request; ``method == "list"`` asks whether the target may be listed."""
+        ...
+
+
+class AllowLocal:
+    """Everything for the local principal of auth mode ``none``; nothing for anyone else (SECURITY.md G1)."""
+
+    _ALLOW = Decision(allowed=True, rule="auth-none:local")
+    _DENY = Decision(allowed=False, rule="default-deny", reason="no policy grants this principal anything")
+
+    def decide(self, principal: Principal, request: Request) -> Decision:
+        """Allow the local principal; deny everyone else."""
+        return self._ALLOW if principal.kind == "local" else self._DENY

@@ -1,0 +1,80 @@
+"""The tables. Every schema change also gets a migration in ``_migrations.py``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = ["AuditRecord", "SchemaVersion", "ToolPin", "UpstreamStatus", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The current time in UTC (timezone-aware)."""
+    return datetime.now(UTC)
+
+
+class SchemaVersion(SQLModel, table=True):
+    """One row per applied migration."""
+
+    __tablename__ = "dockyard_schema"  # pyright: ignore[reportAssignmentType]
+
+    version: int = Field(primary_key=True)
+    applied_at: datetime = Field(default_factory=utcnow)
+
+
+class ToolPin(SQLModel, table=True):
+    """The approved definition of one upstream tool (SECURITY.md G3) and any changed one awaiting approval."""
+
+    __tablename__ = "tool_pins"  # pyright: ignore[reportAssignmentType]
+
+    server: str = Field(primary_key=True, max_length=64)
+    tool: str = Field(primary_key=True, max_length=256)
+    digest: str = Field(max_length=64)
+    definition: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
+    pinned_at: datetime = Field(default_factory=utcnow)
+    pending_digest: str | None = Field(default=None, max_length=64)
+    pending_definition: dict[str, object] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    pending_since: datetime | None = None
+
+
+class UpstreamStatus(SQLModel, table=True):
+    """The last known state of each upstream, written by the portal and read by ``dockyard servers``."""
+
+    __tablename__ = "upstream_status"  # pyright: ignore[reportAssignmentType]
+
+    server: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    protocol_version: str | None = Field(default=None, max_length=32)
+    tools: int = 0
+    withheld: int = 0
+    resources: int = 0
+    prompts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_at: datetime | None = None
+    connected_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditRecord(SQLModel, table=True):
+    """One decision or call that went through the choke point."""
+
+    __tablename__ = "audit_records"  # pyright: ignore[reportAssignmentType]
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    principal: str = Field(max_length=256, index=True)
+    client: str | None = Field(default=None, max_length=256)
+    method: str = Field(max_length=64)
+    target: str = Field(max_length=512, index=True)
+    server: str | None = Field(default=None, max_length=64)
+    upstream_target: str | None = Field(default=None, max_length=512)
+    arguments_digest: str | None = Field(default=None, max_length=64)
+    decision: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    latency_ms: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0

@@ -1,0 +1,155 @@
+"""How the portal reaches each kind of upstream: a stdio child, a remote URL, or an in-process server."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TextIO
+
+import anyio
+import httpx2
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server import MCPServer, Server
+from mcp.shared._stream_protocols import ReadStream
+from mcp.shared.message import SessionMessage
+
+from portal.config import ServerSettings
+from portal.errors import ConfigError
+
+__all__ = ["WatchedReadStream", "http_transport", "resolve_inprocess", "stdio_transport"]
+
+
+class WatchedReadStream:
+    """A read stream that sets ``closed`` when the transport ends, so the supervisor reconnects at once."""
+
+    def __init__(self, inner: ReadStream[SessionMessage | Exception], closed: anyio.Event) -> None:
+        self._inner = inner
+        self._closed = closed
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._closed.set()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> WatchedReadStream:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> WatchedReadStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+
+def stdio_parameters(settings: ServerSettings) -> StdioServerParameters:
+    """The launch parameters of a stdio upstream, wrapped in the launcher that ties it to the portal.
+
+    Only the configured ``env`` is passed, on top of the SDK's minimal safe set (HOME, LOGNAME, PATH, SHELL,
+    TERM, USER): the portal's own secrets never reach a child.
+    """
+    assert settings.command is not None
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "portal.upstreams._launcher", settings.command, *settings.args],
+        env=dict(settings.env),
+        cwd=settings.cwd,
+    )
+
+
+@asynccontextmanager
+async def stdio_transport(
+    settings: ServerSettings, *, closed: anyio.Event, errlog: TextIO
+) -> AsyncIterator[tuple[WatchedReadStream, Any]]:
+    """Start a stdio upstream; its stderr goes to ``errlog``.
+
+    Raises:
+        OSError: The command cannot be found.
+    """
+    assert settings.command is not None
+    if shutil.which(settings.command, path=(settings.env.get("PATH") or None)) is None and "/" not in settings.command:
+        raise FileNotFoundError(f"command {settings.command!r} not found on PATH")
+    async with stdio_client(stdio_parameters(settings), errlog=errlog) as (read, write):
+        yield WatchedReadStream(read, closed), write
+
+
+@asynccontextmanager
+async def http_transport(
+    settings: ServerSettings, *, closed: anyio.Event
+) -> AsyncIterator[tuple[WatchedReadStream, Any]]:
+    """Connect to a remote upstream over Streamable HTTP or SSE with its static headers."""
+    assert settings.url is not None
+    if settings.transport == "sse":
+        async with sse_client(settings.url, headers=dict(settings.headers), timeout=settings.connect_timeout) as (
+            read,
+            write,
+        ):
+            yield WatchedReadStream(read, closed), write
+        return
+    timeout = httpx2.Timeout(settings.connect_timeout, read=max(settings.call_timeout, 300.0))
+    limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+    async with (
+        httpx2.AsyncClient(headers=dict(settings.headers), timeout=timeout, limits=limits) as http,
+        streamable_http_client(settings.url, http_client=http) as (read, write),
+    ):
+        yield WatchedReadStream(read, closed), write
+
+
+def resolve_inprocess(name: str, settings: ServerSettings, source: str) -> Server[Any]:
+    """Import the in-process server a ``builtin`` or ``module`` entry names.
+
+    Raises:
+        ConfigError: The module or attribute does not exist or is not an MCP server.
+    """
+    from servers import BUILTINS  # noqa: PLC0415 - built-ins import the portal's public API
+
+    if settings.builtin is not None:
+        if settings.builtin not in BUILTINS:
+            known = ", ".join(sorted(BUILTINS)) or "none yet"
+            raise ConfigError(
+                source, f"servers.{name}.builtin", f"unknown built-in {settings.builtin!r} (known: {known})"
+            )
+        target = BUILTINS[settings.builtin]
+        key = f"servers.{name}.builtin"
+    else:
+        assert settings.module is not None
+        target = settings.module
+        key = f"servers.{name}.module"
+    module_name, _, attribute = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(source, key, f"cannot import {module_name!r}: {error}") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(source, key, f"{module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if callable(obj) and not isinstance(obj, MCPServer | Server):
+        obj = obj()
+    if isinstance(obj, MCPServer):
+        return obj._lowlevel_server  # pyright: ignore[reportPrivateUsage] - the SDK's own Client does the same
+    if isinstance(obj, Server):
+        return obj  # pyright: ignore[reportUnknownVariableType]
+    raise ConfigError(source, key, f"{target!r} is a {type(obj).__name__}, not an MCPServer or Server")

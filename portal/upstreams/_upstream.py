@@ -1,0 +1,368 @@
+"""One upstream server: its long-lived connection, its listings, its health.
+
+The :class:`Upstream` supervisor keeps one shared session open, reloads the listings when the upstream
+says they changed, pings it, and reconnects with exponential back-off when it fails. While it is down
+its state is ``unhealthy`` and the catalog shows none of its tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import anyio
+import mcp_types as types
+from mcp import Client
+from mcp.client.session import ClientSession, ElicitationFnT, IncomingMessage, LoggingFnT, SamplingFnT
+from mcp.server import Server
+from mcp.shared.exceptions import MCPError
+
+from portal.config import ServerSettings
+from portal.errors import UpstreamUnavailableError
+from portal.upstreams._transports import http_transport, resolve_inprocess, stdio_transport
+
+__all__ = ["Listing", "Upstream", "UpstreamState"]
+
+logger = logging.getLogger("dockyard.upstream")
+
+UpstreamState = Literal["starting", "connected", "unhealthy", "disabled"]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What an upstream offers, as it reported it."""
+
+    tools: tuple[types.Tool, ...] = ()
+    resources: tuple[types.Resource, ...] = ()
+    templates: tuple[types.ResourceTemplate, ...] = ()
+    prompts: tuple[types.Prompt, ...] = ()
+    capabilities: types.ServerCapabilities = field(default_factory=types.ServerCapabilities)
+
+
+@dataclass(frozen=True)
+class SessionHandlers:
+    """Callbacks for server-initiated traffic on a session (shared or dedicated to one client)."""
+
+    sampling: SamplingFnT | None = None
+    elicitation: ElicitationFnT | None = None
+    logging: LoggingFnT | None = None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [error]
+        while pending:
+            current = pending.pop()
+            if isinstance(current, BaseExceptionGroup):
+                pending.extend(current.exceptions)  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+            else:
+                leaves.append(current)
+        return "; ".join(_describe(leaf) for leaf in leaves[:3])
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if not isinstance(error, MCPError | OSError) else text
+
+
+class Upstream:
+    """Supervises the connection to one upstream server.
+
+    Args:
+        name: The configured server name.
+        settings: Its configuration.
+        source: The configuration file, for error messages.
+        log_dir: Where stdio children write their stderr (``NAME.log``).
+        stdio_slots: Shared cap on stdio children.
+        health_interval: Seconds between pings.
+        max_backoff: Upper bound of the reconnect back-off in seconds.
+        on_change: Awaited after every change of state or listing.
+        on_resource_updated: Awaited with the URI of each ``notifications/resources/updated``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServerSettings,
+        *,
+        source: str,
+        log_dir: Path,
+        stdio_slots: anyio.CapacityLimiter,
+        health_interval: float,
+        max_backoff: float,
+        on_change: Callable[[Upstream], Awaitable[None]],
+        on_resource_updated: Callable[[Upstream, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.kind = settings.kind
+        self.state: UpstreamState = "starting" if settings.enabled else "disabled"
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.connected_at: float | None = None
+        self.protocol_version: str | None = None
+        self.listing = Listing()
+        self.failures = 0
+        self._source = source
+        self._log_dir = log_dir
+        self._stdio_slots = stdio_slots
+        self._health_interval = health_interval
+        self._max_backoff = max_backoff
+        self._on_change = on_change
+        self._on_resource_updated = on_resource_updated
+        self._session: ClientSession | None = None
+        self._broken = anyio.Event()
+        self._refresh = anyio.Event()
+        self._inprocess: Server[Any] | None = None
+        self._upstream_log = logging.getLogger(f"dockyard.upstream.{name}")
+
+    # ----------------------------------------------------------------- public surface
+
+    @property
+    def connected(self) -> bool:
+        """Whether the shared session is up."""
+        return self._session is not None and self.state == "connected"
+
+    def session(self) -> ClientSession:
+        """The shared session.
+
+        Raises:
+            UpstreamUnavailableError: The upstream is not connected.
+        """
+        if self._session is None or self.state != "connected":
+            reason = f": {self.last_error}" if self.last_error else ""
+            raise UpstreamUnavailableError(f"server {self.name!r} is {self.state}{reason}")
+        return self._session
+
+    def mark_broken(self, error: BaseException) -> None:
+        """Report that a request found the connection dead, so the supervisor reconnects now."""
+        self._note_error(error)
+        self._broken.set()
+
+    @asynccontextmanager
+    async def dedicated_session(self, handlers: SessionHandlers) -> AsyncIterator[ClientSession]:
+        """Open a session used by one client only, whose server-initiated traffic goes to ``handlers``.
+
+        Raises:
+            UpstreamUnavailableError: It cannot be opened.
+        """
+        closed = anyio.Event()
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + self.settings.connect_timeout) as scope:
+                async with self._client(closed, handlers, dedicated=True) as client:
+                    scope.deadline = math.inf
+                    yield client.session
+            if scope.cancelled_caught:
+                raise TimeoutError
+        except (OSError, MCPError, TimeoutError) as error:
+            raise UpstreamUnavailableError(f"cannot open a session to {self.name!r}: {_describe(error)}") from error
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with back-off until cancelled."""
+        if not self.settings.enabled:
+            await self._on_change(self)
+            return
+        while True:
+            started = time.monotonic()
+            try:
+                await self._serve_once()
+            except Exception as error:  # noqa: BLE001 - any failure of one upstream is contained here
+                self._note_error(error)
+            self._session = None
+            self.state = "unhealthy"
+            self.listing = Listing()
+            await self._on_change(self)
+            if time.monotonic() - started > 60:
+                self.failures = 0  # it was up for a while: start the back-off again from the bottom
+            self.failures += 1
+            delay = min(self._max_backoff, 0.5 * math.pow(2, min(self.failures - 1, 16)))
+            logger.warning("upstream %s is down (%s); retrying in %.1fs", self.name, self.last_error, delay)
+            await anyio.sleep(delay)
+
+    # ----------------------------------------------------------------- connection
+
+    def _note_error(self, error: BaseException) -> None:
+        self.last_error = _describe(error)
+        self.last_error_at = time.time()
+        tail = self._stderr_tail()
+        if tail and self.kind == "stdio":
+            self.last_error += f" (stderr: {tail})"
+
+    def _stderr_tail(self) -> str:
+        path = self._log_dir / f"{self.name}.log"
+        try:
+            with path.open("rb") as handle:
+                handle.seek(0, 2)
+                size = handle.tell()
+                handle.seek(max(0, size - 400))
+                lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][-200:] if lines else ""
+
+    @asynccontextmanager
+    async def _client(
+        self, closed: anyio.Event, handlers: SessionHandlers, *, dedicated: bool
+    ) -> AsyncIterator[Client]:
+        async def message_handler(message: IncomingMessage) -> None:
+            await self._on_message(message, dedicated=dedicated)
+
+        callbacks: dict[str, Any] = {
+            "sampling_callback": handlers.sampling,
+            "elicitation_callback": handlers.elicitation,
+            "logging_callback": handlers.logging or self._log_upstream,
+            "message_handler": message_handler,
+            "read_timeout_seconds": self.settings.call_timeout,
+            "client_info": types.Implementation(name="dockyard-portal", version="0.1.0"),
+            "cache": None,
+        }
+        async with AsyncExitStack() as stack:
+            if self.kind == "stdio":
+                await stack.enter_async_context(_Slot(self._stdio_slots, self.name))
+                self._log_dir.mkdir(parents=True, exist_ok=True)
+                errlog: IO[str] = stack.enter_context((self._log_dir / f"{self.name}.log").open("a", encoding="utf-8"))
+                transport = stdio_transport(self.settings, closed=closed, errlog=errlog)  # pyright: ignore[reportArgumentType]
+                client = Client(transport, mode="auto", **callbacks)  # pyright: ignore[reportArgumentType]
+            elif self.kind == "http":
+                client = Client(http_transport(self.settings, closed=closed), mode="auto", **callbacks)  # pyright: ignore[reportArgumentType]
+            else:
+                if self._inprocess is None:
+                    self._inprocess = resolve_inprocess(self.name, self.settings, self._source)
+                client = Client(self._inprocess, mode="auto", **callbacks)
+            yield await stack.enter_async_context(client)
+
+    async def _serve_once(self) -> None:
+        self._broken = anyio.Event()
+        # One scope spans the whole connection so the SDK's task groups nest inside it; its deadline bounds
+        # start-up only and is lifted once the upstream has answered.
+        with anyio.CancelScope(deadline=anyio.current_time() + self.settings.connect_timeout) as scope:
+            async with self._client(self._broken, SessionHandlers(), dedicated=False) as client:
+                self._session = client.session
+                self.protocol_version = client.protocol_version
+                self.listing = await self._load_listing(client.session, client.server_capabilities)
+                scope.deadline = math.inf
+                await self._serve_connected(client)
+        if scope.cancelled_caught:
+            raise TimeoutError(f"no answer within connect_timeout={self.settings.connect_timeout}s")
+
+    async def _serve_connected(self, client: Client) -> None:
+        self.state = "connected"
+        self.connected_at = time.time()
+        self.last_error = None
+        logger.info(
+            "upstream %s connected (%s, protocol %s, %d tools)",
+            self.name,
+            self.kind,
+            self.protocol_version,
+            len(self.listing.tools),
+        )
+        await self._on_change(self)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._health_loop, client.session)
+            tg.start_soon(self._refresh_loop, client.session, client.server_capabilities)
+            await self._broken.wait()
+            tg.cancel_scope.cancel()
+        raise ConnectionError(self.last_error or "connection closed")
+
+    async def _health_loop(self, session: ClientSession) -> None:
+        while True:
+            await anyio.sleep(self._health_interval)
+            try:
+                with anyio.fail_after(min(10.0, self._health_interval * 2)):
+                    await session.send_ping()
+            except (MCPError, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+                self.mark_broken(error)
+                return
+
+    async def _refresh_loop(self, session: ClientSession, capabilities: types.ServerCapabilities) -> None:
+        while True:
+            await self._refresh.wait()
+            self._refresh = anyio.Event()
+            try:
+                with anyio.fail_after(self.settings.connect_timeout):
+                    self.listing = await self._load_listing(session, capabilities)
+            except (MCPError, TimeoutError) as error:
+                self.mark_broken(error)
+                return
+            await self._on_change(self)
+
+    async def _on_message(self, message: IncomingMessage, *, dedicated: bool) -> None:
+        if isinstance(message, Exception):
+            self._upstream_log.debug("transport error: %s", message)
+            return
+        if dedicated:
+            return  # the shared session reports list changes; a dedicated one would only repeat them
+        if isinstance(
+            message,
+            types.ToolListChangedNotification
+            | types.ResourceListChangedNotification
+            | types.PromptListChangedNotification,
+        ):
+            self._refresh.set()
+        elif isinstance(message, types.ResourceUpdatedNotification) and self._on_resource_updated is not None:
+            await self._on_resource_updated(self, str(message.params.uri))
+
+    async def _log_upstream(self, params: types.LoggingMessageNotificationParams) -> None:
+        level = {"debug": 10, "info": 20, "notice": 20, "warning": 30}.get(params.level, 40)
+        self._upstream_log.log(level, "%s", params.data)
+
+    async def _load_listing(self, session: ClientSession, capabilities: types.ServerCapabilities) -> Listing:
+        tools: list[types.Tool] = []
+        resources: list[types.Resource] = []
+        templates: list[types.ResourceTemplate] = []
+        prompts: list[types.Prompt] = []
+        if capabilities.tools is not None:
+            cursor: str | None = None
+            while True:
+                page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
+                tools.extend(page.tools)
+                if not (cursor := page.next_cursor):
+                    break
+        if capabilities.resources is not None:
+            cursor = None
+            while True:
+                rpage = await session.list_resources(params=types.PaginatedRequestParams(cursor=cursor))
+                resources.extend(rpage.resources)
+                if not (cursor := rpage.next_cursor):
+                    break
+            cursor = None
+            while True:
+                tpage = await session.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor))
+                templates.extend(tpage.resource_templates)
+                if not (cursor := tpage.next_cursor):
+                    break
+        if capabilities.prompts is not None:
+            cursor = None
+            while True:
+                ppage = await session.list_prompts(params=types.PaginatedRequestParams(cursor=cursor))
+                prompts.extend(ppage.prompts)
+                if not (cursor := ppage.next_cursor):
+                    break
+        return Listing(tuple(tools), tuple(resources), tuple(templates), tuple(prompts), capabilities)
+
+
+class _Slot:
+    """Holds one of the portal's stdio child slots for as long as a child runs."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter, name: str) -> None:
+        self._limiter = limiter
+        self._name = name
+        self._token = object()
+
+    async def __aenter__(self) -> None:
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(self._token)
+        except anyio.WouldBlock:
+            raise OSError(
+                f"the cap of {int(self._limiter.total_tokens)} stdio children is reached; "
+                "raise [portal] max_stdio_children to start more"
+            ) from None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter.release_on_behalf_of(self._token)

@@ -1,4 +1,5 @@
-from portal.cli import main
 import sys
+
+from portal.cli import main
 
 sys.exit(main())

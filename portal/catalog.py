@@ -64,6 +64,8 @@ class Catalog:
     templates: tuple[CatalogTemplate, ...] = ()
     withheld: Mapping[str, tuple[str, str]] = field(default_factory=dict[str, tuple[str, str]])
     """Exposed name → ``(server, upstream name)`` of tools held back because their definition changed (G3)."""
+    offline: Mapping[str, str] = field(default_factory=dict[str, str])
+    """Exposed name → server of tools whose server is down right now (known from its last listing)."""
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict[str, tuple[str, ...]])
     """Server → messages about names it could not get."""
 
@@ -123,10 +125,13 @@ def build_catalog(upstreams: Iterable[Upstream], pins: PinStore) -> Catalog:
     templates: list[CatalogTemplate] = []
     withheld: dict[str, tuple[str, str]] = {}
     conflicts: dict[str, tuple[str, ...]] = {}
+    offline: dict[str, str] = {}
     # Prefixed servers first, so an unprefixed server can never take a name a prefixed one would own.
     ordered = sorted(upstreams, key=lambda u: (u.settings.prefix is False, u.name))
     for upstream in ordered:
         if not upstream.connected:
+            known = assign_names(upstream.name, _prefix(upstream), (t.name for t in upstream.known_tools))
+            offline.update({name: upstream.name for name in known.values()})
             continue
         listing = upstream.listing
         messages: list[str] = []
@@ -152,4 +157,5 @@ def build_catalog(upstreams: Iterable[Upstream], pins: PinStore) -> Catalog:
             templates.append(CatalogTemplate(upstream.name, template, matcher))
         if messages:
             conflicts[upstream.name] = tuple(messages)
-    return Catalog(tools, prompts, resources, tuple(templates), withheld, conflicts)
+    offline = {name: server for name, server in offline.items() if name not in tools}
+    return Catalog(tools, prompts, resources, tuple(templates), withheld, offline, conflicts)

@@ -38,9 +38,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only the serve command needs it
+    import uvicorn
 
-    from portal.app import create_app  # noqa: PLC0415
+    from portal.app import create_app
 
     settings = _settings(args).with_overrides(host=args.host, port=args.port)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,9 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _servers(args: argparse.Namespace) -> int:
-    from sqlmodel import Session, select  # noqa: PLC0415
+    from sqlmodel import Session, select
 
-    from portal.store import UpstreamStatus, open_engine  # noqa: PLC0415
+    from portal.store import UpstreamStatus, open_engine
 
     settings = _settings(args)
     engine = open_engine(settings.database_url)
@@ -80,7 +80,7 @@ def _servers(args: argparse.Namespace) -> int:
 
 
 def _servers_import(args: argparse.Namespace) -> int:
-    from portal.importer import import_servers  # noqa: PLC0415
+    from portal.importer import import_servers
 
     config = _config_path(args.config) or _DEFAULT_CONFIG
     names = import_servers(Path(args.file), config)
@@ -90,8 +90,8 @@ def _servers_import(args: argparse.Namespace) -> int:
 
 
 def _tools_pending(args: argparse.Namespace) -> int:
-    from portal.pins import PinStore  # noqa: PLC0415
-    from portal.store import open_engine  # noqa: PLC0415
+    from portal.pins import PinStore
+    from portal.store import open_engine
 
     settings = _settings(args)
     engine = open_engine(settings.database_url)
@@ -108,8 +108,8 @@ def _tools_pending(args: argparse.Namespace) -> int:
 
 
 def _tools_accept(args: argparse.Namespace) -> int:
-    from portal.pins import PinStore  # noqa: PLC0415
-    from portal.store import open_engine  # noqa: PLC0415
+    from portal.pins import PinStore
+    from portal.store import open_engine
 
     settings = _settings(args)
     if args.server not in settings.servers:

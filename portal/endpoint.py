@@ -13,10 +13,10 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server import Server
-from mcp.server.lowlevel.server import NotificationOptions
-from mcp.server.models import InitializationOptions
 from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
@@ -162,21 +162,24 @@ def _not_found(error: UnknownTargetError) -> MCPError:
     return MCPError(code=types.INVALID_PARAMS, message=str(error).strip("'\""))
 
 
-def build_mcp_server(gateway: Gateway, *, name: str = "dockyard") -> Server[Any]:
-    """The MCP server the portal mounts on ``/mcp``: the federated catalog, through the choke point."""
-    connections = _Connections()
-    gateway.add_listener(connections.broadcast)
+class _Handlers:
+    """The MCP request handlers, each a thin translation onto the gateway."""
 
-    async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        connections.remember(ctx)
-        return types.ListToolsResult(tools=gateway.list_tools(principal_of(ctx)))
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.connections = _Connections()
+        gateway.add_listener(self.connections.broadcast)
+
+    async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        self.connections.remember(ctx)
+        return types.ListToolsResult(tools=self.gateway.list_tools(principal_of(ctx)))
 
     async def call_tool(
-        ctx: Ctx, params: types.CallToolRequestParams
+        self, ctx: Ctx, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
-        connections.remember(ctx)
+        self.connections.remember(ctx)
         try:
-            return await gateway.call_tool(
+            return await self.gateway.call_tool(
                 principal_of(ctx),
                 params.name,
                 params.arguments,
@@ -187,13 +190,13 @@ def build_mcp_server(gateway: Gateway, *, name: str = "dockyard") -> Server[Any]
         except UnknownTargetError as error:
             raise _not_found(error) from None
 
-    async def list_prompts(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
-        connections.remember(ctx)
-        return types.ListPromptsResult(prompts=gateway.list_prompts(principal_of(ctx)))
+    async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        self.connections.remember(ctx)
+        return types.ListPromptsResult(prompts=self.gateway.list_prompts(principal_of(ctx)))
 
-    async def get_prompt(ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         try:
-            return await gateway.get_prompt(
+            return await self.gateway.get_prompt(
                 principal_of(ctx), params.name, params.arguments, channel=_RequestChannel(ctx)
             )
         except UnknownTargetError as error:
@@ -201,50 +204,55 @@ def build_mcp_server(gateway: Gateway, *, name: str = "dockyard") -> Server[Any]
         except UpstreamUnavailableError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
-    async def list_resources(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        connections.remember(ctx)
-        return types.ListResourcesResult(resources=gateway.list_resources(principal_of(ctx)))
+    async def list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        self.connections.remember(ctx)
+        return types.ListResourcesResult(resources=self.gateway.list_resources(principal_of(ctx)))
 
     async def list_templates(
-        ctx: Ctx, params: types.PaginatedRequestParams | None
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=gateway.list_resource_templates(principal_of(ctx)))
+        templates = self.gateway.list_resource_templates(principal_of(ctx))
+        return types.ListResourceTemplatesResult(resource_templates=templates)
 
-    async def read_resource(ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+    async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         uri = str(params.uri)
         try:
-            return await gateway.read_resource(principal_of(ctx), uri, channel=_RequestChannel(ctx))
+            return await self.gateway.read_resource(principal_of(ctx), uri, channel=_RequestChannel(ctx))
         except UnknownTargetError:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
         except UpstreamUnavailableError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
-    async def subscribe(ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
         try:
-            await gateway.subscribe(principal_of(ctx), uri, channel=_RequestChannel(ctx))
+            await self.gateway.subscribe(principal_of(ctx), uri, channel=_RequestChannel(ctx))
         except UnknownTargetError:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
         except UpstreamUnavailableError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
         return types.EmptyResult()
 
-    async def unsubscribe(ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-        await gateway.unsubscribe(principal_of(ctx), str(params.uri), channel=_RequestChannel(ctx))
+    async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        await self.gateway.unsubscribe(principal_of(ctx), str(params.uri), channel=_RequestChannel(ctx))
         return types.EmptyResult()
 
-    async def complete(ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+    async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
         try:
-            return await gateway.complete(principal_of(ctx), params.ref, params.argument, params.context)
+            return await self.gateway.complete(principal_of(ctx), params.ref, params.argument, params.context)
         except UnknownTargetError as error:
             raise _not_found(error) from None
         except UpstreamUnavailableError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
-    async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        # Upstream log messages reach a client through its own upstream sessions; it filters by level.
+    async def set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # Upstream log messages reach a client through its own upstream sessions; the client filters by level.
         return types.EmptyResult()
 
+
+def build_mcp_server(gateway: Gateway, *, name: str = "dockyard") -> Server[Any]:
+    """The MCP server the portal mounts on ``/mcp``: the federated catalog, through the choke point."""
+    handlers = _Handlers(gateway)
     server: Server[Any] = _PortalServer(
         name,
         version="0.1.0",
@@ -256,16 +264,16 @@ def build_mcp_server(gateway: Gateway, *, name: str = "dockyard") -> Server[Any]
             "resources/templates/list": _PRIVATE,
             "resources/read": _PRIVATE,
         },
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_prompts=list_prompts,
-        on_get_prompt=get_prompt,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_templates,
-        on_read_resource=read_resource,
-        on_subscribe_resource=subscribe,
-        on_unsubscribe_resource=unsubscribe,
-        on_completion=complete,
+        on_list_tools=handlers.list_tools,
+        on_call_tool=handlers.call_tool,
+        on_list_prompts=handlers.list_prompts,
+        on_get_prompt=handlers.get_prompt,
+        on_list_resources=handlers.list_resources,
+        on_list_resource_templates=handlers.list_templates,
+        on_read_resource=handlers.read_resource,
+        on_subscribe_resource=handlers.subscribe,
+        on_unsubscribe_resource=handlers.unsubscribe,
+        on_completion=handlers.complete,
     )
-    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, handlers.set_level)
     return server

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +68,7 @@ class _Relay:
         return self.channels[-1] if self.channels else None
 
     async def sampling(
-        self, _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
         channel = self._current()
         if channel is None:
@@ -75,7 +76,7 @@ class _Relay:
         return await channel.sample(params)
 
     async def elicitation(
-        self, _ctx: ClientRequestContext, params: types.ElicitRequestParams
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
         channel = self._current()
         if channel is None:
@@ -86,6 +87,46 @@ class _Relay:
         channel = self._current()
         if channel is not None:
             await channel.log(params)
+
+
+@dataclass
+class _Trace:
+    """What the choke point learns about one request; ``done`` writes its audit record and metrics."""
+
+    gateway: Gateway
+    principal: Principal
+    method: str
+    target: str
+    arguments: Mapping[str, Any] | None
+    started: float
+    server: str | None = None
+    upstream_target: str | None = None
+    decision: Decision | None = None
+    status: Status = "ok"
+    error: str | None = None
+
+    def done(self, status: Status, *, error: str | None = None, bytes_out: int = 0) -> None:
+        seconds = time.perf_counter() - self.started
+        decision = self.decision
+        self.gateway.metrics.observe(
+            method=self.method, target=self.target, server=self.server or "", status=status, seconds=seconds
+        )
+        self.gateway.audit.record(
+            AuditEvent(
+                principal=self.principal,
+                method=self.method,
+                target=self.target,
+                decision="allow" if decision is None or decision.allowed else f"deny:{decision.rule}",
+                status=status,
+                server=self.server,
+                upstream_target=self.upstream_target,
+                arguments_digest=arguments_digest(self.arguments),
+                error=error,
+                latency_ms=seconds * 1000,
+                bytes_in=_size(self.arguments) if self.arguments else 0,
+                bytes_out=bytes_out,
+            )
+        )
 
 
 @dataclass
@@ -159,7 +200,7 @@ class Gateway:
         self._listeners.append(listener)
 
     @asynccontextmanager
-    async def running(self) -> Any:
+    async def running(self) -> AsyncGenerator[Gateway]:
         """Run the upstream supervisors and the audit writer for the duration of the block."""
         async with anyio.create_task_group() as tg:
             self._task_group = tg
@@ -231,13 +272,10 @@ class Gateway:
             prompts=len(upstream.listing.prompts),
             last_error=error,
             last_error_at=None if error is None else utcnow(),
-            connected_at=None if upstream.connected_at is None else utcnow(),
+            connected_at=None if upstream.connected_at is None else datetime.fromtimestamp(upstream.connected_at, UTC),
             updated_at=utcnow(),
         )
         with Session(self.engine) as session:
-            existing = session.get(UpstreamStatus, upstream.name)
-            if existing is not None and upstream.connected_at is not None and existing.connected_at is not None:
-                row.connected_at = existing.connected_at if upstream.state == "connected" else existing.connected_at
             session.merge(row)
             session.commit()
 
@@ -268,39 +306,10 @@ class Gateway:
 
     # ----------------------------------------------------------------- the choke point
 
-    def _finish(
-        self,
-        principal: Principal,
-        method: str,
-        target: str,
-        *,
-        started: float,
-        status: Status,
-        decision: Decision | None,
-        server: str | None = None,
-        upstream_target: str | None = None,
-        arguments: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        bytes_out: int = 0,
-    ) -> None:
-        seconds = time.perf_counter() - started
-        self.metrics.observe(method=method, target=target, server=server or "", status=status, seconds=seconds)
-        self.audit.record(
-            AuditEvent(
-                principal=principal,
-                method=method,
-                target=target,
-                decision="allow" if decision is None or decision.allowed else f"deny:{decision.rule}",
-                status=status,
-                server=server,
-                upstream_target=upstream_target,
-                arguments_digest=arguments_digest(arguments),
-                error=error,
-                latency_ms=seconds * 1000,
-                bytes_in=_size(arguments) if arguments else 0,
-                bytes_out=bytes_out,
-            )
-        )
+    def _trace(
+        self, principal: Principal, method: str, target: str, arguments: Mapping[str, Any] | None = None
+    ) -> _Trace:
+        return _Trace(self, principal, method, target, arguments, time.perf_counter())
 
     async def _session_for(self, upstream: Upstream, channel: ClientChannel) -> tuple[ClientSession, _Relay | None]:
         """The shared session, or this client's own one when the upstream may call back into the client."""
@@ -311,7 +320,7 @@ class Gateway:
         async with self._dedicated_lock:
             dedicated = self._dedicated.get(key)
             if dedicated is None:
-                dedicated = await self._open_dedicated(upstream, channel)
+                dedicated = await self._open_dedicated(upstream)
                 self._dedicated[key] = dedicated
 
                 async def forget() -> None:
@@ -321,20 +330,61 @@ class Gateway:
                 channel.on_close(forget)
         return dedicated.session, dedicated.relay
 
-    async def _open_dedicated(self, upstream: Upstream, channel: ClientChannel) -> _Dedicated:
+    async def _open_dedicated(self, upstream: Upstream) -> _Dedicated:
         assert self._task_group is not None
         relay = _Relay()
         handlers = SessionHandlers(sampling=relay.sampling, elicitation=relay.elicitation, logging=relay.logging)
-        holder: dict[str, _Dedicated] = {}
+        holder: list[_Dedicated] = []
 
         async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             async with upstream.dedicated_session(handlers) as session:
-                holder["value"] = _Dedicated(session, relay)
+                holder.append(_Dedicated(session, relay))
                 task_status.started()
-                await holder["value"].close.wait()
+                await holder[0].close.wait()
 
         await self._task_group.start(hold)
-        return holder["value"]
+        return holder[0]
+
+    def _missing_tool(self, trace: _Trace) -> types.CallToolResult:
+        """Explain a call to a tool not in the catalog: withheld (G3), its server down, or unknown."""
+        name = trace.target
+        held = self._catalog.withheld.get(name)
+        if held is not None and self._visible(trace.principal, name, held[0]):
+            trace.server, trace.upstream_target = held
+            message = str(
+                WithheldToolError(
+                    f"tool {name!r} changed on server {held[0]!r} and is withheld until an admin runs "
+                    f"'dockyard tools accept {held[0]} {held[1]}'"
+                )
+            )
+            trace.done("withheld", error=message)
+            return _error_result(message)
+        down = self._catalog.offline.get(name)
+        if down is not None and self._visible(trace.principal, name, down):
+            upstream = self.upstreams[down]
+            trace.server = down
+            message = f"server {down!r} is {upstream.state}" + (
+                f": {upstream.last_error}" if upstream.last_error else ""
+            )
+            trace.done("unavailable", error=message)
+            return _error_result(message)
+        trace.done("unknown")
+        raise UnknownTargetError(f"unknown tool: {name!r}")
+
+    def _unseal(self, trace: _Trace, request_state: str | None) -> str | None:
+        """The upstream's own state inside a ``requestState`` this portal issued (SECURITY.md T5)."""
+        if request_state is None:
+            return None
+        try:
+            sealed = self._sealer.open(request_state)
+        except TamperedStateError as error:
+            trace.done("denied", error=str(error))
+            raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
+        if sealed.get("p") != trace.principal.subject or sealed.get("t") != trace.target:
+            trace.done("denied", error="requestState belongs to another request")
+            raise MCPError(code=types.INVALID_PARAMS, message="requestState belongs to another request")
+        upstream_state = sealed.get("u")
+        return upstream_state if isinstance(upstream_state, str) else None
 
     async def call_tool(
         self,
@@ -352,155 +402,71 @@ class Gateway:
 
         Raises:
             UnknownTargetError: No tool of that name is visible to ``principal``.
-            MCPError: The upstream answered with a protocol error, relayed as it is.
+            MCPError: The upstream answered with a protocol error (relayed as it is), or ``request_state``
+                was not issued by this portal for this call.
         """
-        started = time.perf_counter()
-        method = "tools/call"
+        trace = self._trace(principal, "tools/call", name, arguments)
         entry = self._catalog.tools.get(name)
         if entry is None:
-            held = self._catalog.withheld.get(name)
-            if held is not None and self._visible(principal, name, held[0]):
-                message = (
-                    f"tool {name!r} changed on server {held[0]!r} and is withheld until an admin runs "
-                    f"'dockyard tools accept {held[0]} {held[1]}'"
-                )
-                self._finish(
-                    principal,
-                    method,
-                    name,
-                    started=started,
-                    status="withheld",
-                    decision=None,
-                    server=held[0],
-                    upstream_target=held[1],
-                    arguments=arguments,
-                    error=message,
-                )
-                return _error_result(str(WithheldToolError(message)))
-            self._finish(principal, method, name, started=started, status="unknown", decision=None, arguments=arguments)
-            raise UnknownTargetError(f"unknown tool: {name!r}")
-        decision = self.policy.decide(principal, Request(method, name, entry.server, arguments))
-        if not decision.allowed:
+            return self._missing_tool(trace)
+        trace.server, trace.upstream_target = entry.server, entry.upstream_name
+        trace.decision = self.policy.decide(principal, Request("tools/call", name, entry.server, arguments))
+        if not trace.decision.allowed:
             if not self._visible(principal, name, entry.server):
-                self._finish(
-                    principal,
-                    method,
-                    name,
-                    started=started,
-                    status="unknown",
-                    decision=decision,
-                    server=entry.server,
-                    arguments=arguments,
-                )
+                trace.done("unknown")
                 raise UnknownTargetError(f"unknown tool: {name!r}")
-            message = f"denied by policy ({decision.rule}){': ' + decision.reason if decision.reason else ''}"
-            self._finish(
-                principal,
-                method,
-                name,
-                started=started,
-                status="denied",
-                decision=decision,
-                server=entry.server,
-                upstream_target=entry.upstream_name,
-                arguments=arguments,
-                error=message,
-            )
+            reason = f": {trace.decision.reason}" if trace.decision.reason else ""
+            message = f"denied by policy ({trace.decision.rule}){reason}"
+            trace.done("denied", error=message)
             return _error_result(message)
+        upstream_state = self._unseal(trace, request_state)
         upstream = self.upstreams[entry.server]
-        upstream_state: str | None = None
-        if request_state is not None:
-            try:
-                sealed = self._sealer.open(request_state)
-            except TamperedStateError as error:
-                self._finish(
-                    principal,
-                    method,
-                    name,
-                    started=started,
-                    status="denied",
-                    decision=decision,
-                    server=entry.server,
-                    arguments=arguments,
-                    error=str(error),
-                )
-                raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
-            if sealed.get("p") != principal.subject or sealed.get("t") != name:
-                raise MCPError(code=types.INVALID_PARAMS, message="requestState belongs to another request")
-            upstream_state = sealed.get("u")
-        status: Status = "ok"
-        error_text: str | None = None
+        result = await self._invoke(trace, upstream, channel, arguments, input_responses, upstream_state)
+        if isinstance(result, types.InputRequiredResult):
+            state = self._sealer.seal({"p": principal.subject, "t": name, "u": result.request_state})
+            result = result.model_copy(update={"request_state": state})
+        elif result.is_error and trace.status == "ok":
+            trace.status = "error"
+            trace.error = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
+        trace.done(trace.status, error=trace.error, bytes_out=_size(result.model_dump(mode="json", exclude_none=True)))
+        return result
+
+    async def _invoke(
+        self,
+        trace: _Trace,
+        upstream: Upstream,
+        channel: ClientChannel,
+        arguments: dict[str, Any] | None,
+        input_responses: types.InputResponses | None,
+        upstream_state: str | None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Call the upstream; connection failures and timeouts become error results, noted on ``trace``."""
+        timeout = upstream.settings.call_timeout
         try:
             session, relay = await self._session_for(upstream, channel)
             if relay is not None:
                 relay.channels.append(channel)
             try:
-                result = await self._call_upstream(
-                    session,
-                    entry.upstream_name,
-                    arguments,
-                    channel,
-                    input_responses,
-                    upstream_state,
-                    upstream.settings.call_timeout,
+                return await self._call_upstream(
+                    session, trace.upstream_target or "", arguments, channel, input_responses, upstream_state, timeout
                 )
             finally:
                 if relay is not None:
                     relay.channels.remove(channel)
         except UpstreamUnavailableError as error:
-            status, error_text = "unavailable", str(error)
-            result = _error_result(error_text)
+            trace.status, trace.error = "unavailable", str(error)
         except MCPError as error:
             if error.code == types.CONNECTION_CLOSED:
                 upstream.mark_broken(error)
-                status, error_text = "unavailable", f"server {entry.server!r} closed the connection"
-                result = _error_result(error_text)
+                trace.status, trace.error = "unavailable", f"server {upstream.name!r} closed the connection"
             elif error.code == types.REQUEST_TIMEOUT:
-                status, error_text = (
-                    "error",
-                    f"server {entry.server!r} did not answer within {upstream.settings.call_timeout}s",
-                )
-                result = _error_result(error_text)
+                trace.status, trace.error = "error", f"server {upstream.name!r} did not answer within {timeout}s"
             else:
-                self._finish(
-                    principal,
-                    method,
-                    name,
-                    started=started,
-                    status="error",
-                    decision=decision,
-                    server=entry.server,
-                    upstream_target=entry.upstream_name,
-                    arguments=arguments,
-                    error=error.error.message,
-                )
+                trace.done("error", error=error.error.message)
                 raise
         except RuntimeError as error:  # the SDK's output-schema validation of the upstream's result
-            status, error_text = "error", f"server {entry.server!r} returned an invalid result: {error}"
-            result = _error_result(error_text)
-        if isinstance(result, types.InputRequiredResult):
-            result = result.model_copy(
-                update={
-                    "request_state": self._sealer.seal({"p": principal.subject, "t": name, "u": result.request_state})
-                }
-            )
-        elif result.is_error and status == "ok":
-            status = "error"
-            error_text = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
-        self._finish(
-            principal,
-            method,
-            name,
-            started=started,
-            status=status,
-            decision=decision,
-            server=entry.server,
-            upstream_target=entry.upstream_name,
-            arguments=arguments,
-            error=error_text,
-            bytes_out=_size(result.model_dump(mode="json", by_alias=True, exclude_none=True)),
-        )
-        return result
+            trace.status, trace.error = "error", f"server {upstream.name!r} returned an invalid result: {error}"
+        return _error_result(trace.error or "call failed")
 
     async def _call_upstream(
         self,
@@ -546,6 +512,18 @@ class Gateway:
             responses[key] = answer
         return responses
 
+    def _route(self, trace: _Trace, server: str | None, *, request: Request | None) -> str:
+        """Decide a non-tool request; returns the server, or raises when it is unknown or denied."""
+        if server is None or request is None or server not in self.upstreams:
+            trace.done("unknown")
+            raise UnknownTargetError(f"unknown {trace.method.split('/')[0].rstrip('s')}: {trace.target!r}")
+        trace.server = server
+        trace.decision = self.policy.decide(trace.principal, request)
+        if not trace.decision.allowed:
+            trace.done("denied" if self._visible(trace.principal, trace.target, server) else "unknown")
+            raise UnknownTargetError(f"unknown {trace.method.split('/')[0].rstrip('s')}: {trace.target!r}")
+        return server
+
     async def get_prompt(
         self,
         principal: Principal,
@@ -561,52 +539,19 @@ class Gateway:
             UpstreamUnavailableError: Its server is down.
             MCPError: The upstream's own error, relayed.
         """
-        started = time.perf_counter()
-        method = "prompts/get"
+        trace = self._trace(principal, "prompts/get", name, arguments)
         entry = self._catalog.prompts.get(name)
-        decision = (
-            None if entry is None else self.policy.decide(principal, Request(method, name, entry.server, arguments))
-        )
-        if entry is None or decision is None or not decision.allowed:
-            self._finish(
-                principal,
-                method,
-                name,
-                started=started,
-                status="unknown" if entry is None else "denied",
-                decision=decision,
-                arguments=arguments,
-            )
-            raise UnknownTargetError(f"unknown prompt: {name!r}")
-        upstream = self.upstreams[entry.server]
+        request = None if entry is None else Request("prompts/get", name, entry.server, arguments)
+        server = self._route(trace, entry.server if entry else None, request=request)
+        assert entry is not None
+        trace.upstream_target = entry.upstream_name
         try:
-            session, _ = await self._session_for(upstream, channel)
+            session, _ = await self._session_for(self.upstreams[server], channel)
             result = await session.get_prompt(entry.upstream_name, arguments)
         except (UpstreamUnavailableError, MCPError) as error:
-            self._finish(
-                principal,
-                method,
-                name,
-                started=started,
-                status="error",
-                decision=decision,
-                server=entry.server,
-                upstream_target=entry.upstream_name,
-                arguments=arguments,
-                error=str(error),
-            )
+            trace.done("error", error=str(error))
             raise
-        self._finish(
-            principal,
-            method,
-            name,
-            started=started,
-            status="ok",
-            decision=decision,
-            server=entry.server,
-            upstream_target=entry.upstream_name,
-            arguments=arguments,
-        )
+        trace.done("ok")
         return result
 
     async def read_resource(
@@ -619,86 +564,60 @@ class Gateway:
             UpstreamUnavailableError: Its server is down.
             MCPError: The upstream's own error, relayed.
         """
-        started = time.perf_counter()
-        method = "resources/read"
+        trace = self._trace(principal, "resources/read", uri)
         route = self._catalog.resolve_resource(uri)
-        decision = None if route is None else self.policy.decide(principal, Request(method, uri, route[0]))
-        if route is None or decision is None or not decision.allowed or route[0] not in self.upstreams:
-            self._finish(principal, method, uri, started=started, status="unknown", decision=decision)
-            raise UnknownTargetError(f"unknown resource: {uri!r}")
-        server, upstream_uri = route
+        request = None if route is None else Request("resources/read", uri, route[0])
+        server = self._route(trace, route[0] if route else None, request=request)
+        assert route is not None
+        upstream_uri = trace.upstream_target = route[1]
         try:
             session, _ = await self._session_for(self.upstreams[server], channel)
             result = await session.read_resource(upstream_uri)
         except (UpstreamUnavailableError, MCPError) as error:
-            self._finish(
-                principal,
-                method,
-                uri,
-                started=started,
-                status="error",
-                decision=decision,
-                server=server,
-                upstream_target=upstream_uri,
-                error=str(error),
-            )
+            trace.done("error", error=str(error))
             raise
         if upstream_uri != uri:
             contents = [c.model_copy(update={"uri": uri}) if str(c.uri) == upstream_uri else c for c in result.contents]
             result = result.model_copy(update={"contents": contents})
-        self._finish(
-            principal,
-            method,
-            uri,
-            started=started,
-            status="ok",
-            decision=decision,
-            server=server,
-            upstream_target=upstream_uri,
-        )
+        trace.done("ok")
         return result
 
     async def subscribe(self, principal: Principal, uri: str, *, channel: ClientChannel) -> None:
         """Subscribe the caller's connection to updates of ``uri``.
 
         Raises:
-            UnknownTargetError: No server serves ``uri`` for this principal.
+            UnknownTargetError: No server serves ``uri`` for this principal, or the caller is stateless.
             UpstreamUnavailableError: Its server is down.
             MCPError: The upstream's own error, relayed.
         """
-        started = time.perf_counter()
-        route = self._catalog.resolve_resource(uri)
-        decision = (
-            None if route is None else self.policy.decide(principal, Request("resources/subscribe", uri, route[0]))
-        )
-        if route is None or decision is None or not decision.allowed or channel.connection is None:
-            self._finish(principal, "resources/subscribe", uri, started=started, status="unknown", decision=decision)
-            raise UnknownTargetError(f"unknown resource: {uri!r}")
-        server, upstream_uri = route
+        trace = self._trace(principal, "resources/subscribe", uri)
+        route = self._catalog.resolve_resource(uri) if channel.connection is not None else None
+        request = None if route is None else Request("resources/subscribe", uri, route[0])
+        server = self._route(trace, route[0] if route else None, request=request)
+        assert route is not None
+        trace.upstream_target = route[1]
         subscribers = self._subscribers.setdefault(uri, {})
         if not subscribers:
-            session = self.upstreams[server].session()
-            await session.send_request(
-                types.SubscribeRequest(params=types.SubscribeRequestParams(uri=upstream_uri)), types.EmptyResult
-            )
-        key = channel.connection
-        if key not in subscribers:
-            subscribers[key] = channel
+            try:
+                await (
+                    self.upstreams[server]
+                    .session()
+                    .send_request(
+                        types.SubscribeRequest(params=types.SubscribeRequestParams(uri=route[1])), types.EmptyResult
+                    )
+                )
+            except (UpstreamUnavailableError, MCPError) as error:
+                del self._subscribers[uri]
+                trace.done("error", error=str(error))
+                raise
+        if channel.connection not in subscribers:
+            subscribers[channel.connection] = channel
 
             async def drop() -> None:
                 await self.unsubscribe(principal, uri, channel=channel)
 
             channel.on_close(drop)
-        self._finish(
-            principal,
-            "resources/subscribe",
-            uri,
-            started=started,
-            status="ok",
-            decision=decision,
-            server=server,
-            upstream_target=upstream_uri,
-        )
+        trace.done("ok")
 
     async def unsubscribe(self, principal: Principal, uri: str, *, channel: ClientChannel) -> None:
         """End the caller's subscription to ``uri`` (a no-op when there is none)."""
@@ -707,21 +626,19 @@ class Gateway:
             return
         del self._subscribers[uri]
         route = self._catalog.resolve_resource(uri)
-        if route is None:
+        upstream = None if route is None else self.upstreams.get(route[0])
+        if route is None or upstream is None or not upstream.connected:
             return
-        upstream = self.upstreams.get(route[0])
-        if upstream is not None and upstream.connected:
-            try:
-                await upstream.session().send_request(
-                    types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=route[1])), types.EmptyResult
-                )
-            except MCPError as error:
-                logger.debug("unsubscribe from %s on %s failed: %s", route[1], upstream.name, error)
+        try:
+            await upstream.session().send_request(
+                types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=route[1])), types.EmptyResult
+            )
+        except MCPError as error:
+            logger.debug("unsubscribe from %s on %s failed: %s", route[1], upstream.name, error)
 
     async def _resource_updated(self, upstream: Upstream, upstream_uri: str) -> None:
         for uri, subscribers in list(self._subscribers.items()):
-            route = self._catalog.resolve_resource(uri)
-            if route == (upstream.name, upstream_uri):
+            if self._catalog.resolve_resource(uri) == (upstream.name, upstream_uri):
                 for channel in list(subscribers.values()):
                     await channel.resource_updated(uri)
 
@@ -739,34 +656,33 @@ class Gateway:
             UpstreamUnavailableError: Its server is down.
             MCPError: The upstream's own error, relayed.
         """
-        started = time.perf_counter()
         if isinstance(ref, types.PromptReference):
+            trace = self._trace(principal, "completion/complete", ref.name)
             entry = self._catalog.prompts.get(ref.name)
             server = entry.server if entry else None
-            upstream_ref: types.PromptReference | types.ResourceTemplateReference | None = (
-                None if entry is None else ref.model_copy(update={"name": entry.upstream_name})
+            upstream_ref: types.PromptReference | types.ResourceTemplateReference = (
+                ref if entry is None else ref.model_copy(update={"name": entry.upstream_name})
             )
-            target = ref.name
         else:
+            trace = self._trace(principal, "completion/complete", ref.uri)
             server = self._catalog.server_of_template(ref.uri)
             upstream_ref = ref
-            target = ref.uri
-        decision = (
-            None if server is None else self.policy.decide(principal, Request("completion/complete", target, server))
-        )
-        if server is None or upstream_ref is None or decision is None or not decision.allowed:
-            self._finish(principal, "completion/complete", target, started=started, status="unknown", decision=decision)
-            raise UnknownTargetError(f"unknown completion target: {target!r}")
-        result = (
-            await self.upstreams[server]
-            .session()
-            .complete(
-                upstream_ref, {"name": argument.name, "value": argument.value}, context.arguments if context else None
+        request = None if server is None else Request("completion/complete", trace.target, server)
+        server = self._route(trace, server, request=request)
+        try:
+            result = (
+                await self.upstreams[server]
+                .session()
+                .complete(
+                    upstream_ref,
+                    {"name": argument.name, "value": argument.value},
+                    context.arguments if context else None,
+                )
             )
-        )
-        self._finish(
-            principal, "completion/complete", target, started=started, status="ok", decision=decision, server=server
-        )
+        except (UpstreamUnavailableError, MCPError) as error:
+            trace.done("error", error=str(error))
+            raise
+        trace.done("ok")
         return result
 
     def servers(self) -> Sequence[Upstream]:

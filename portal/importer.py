@@ -42,6 +42,25 @@ def _entries(document: object, source: str) -> dict[str, Any]:
     raise ServersImportError(f"{source}: no 'mcpServers' or 'servers' object found")
 
 
+def _table(raw_name: str, entry: dict[str, Any], source: str) -> dict[str, Any]:
+    """One entry of any supported shape as a ``[servers.NAME]`` table."""
+    table: dict[str, Any] = {}
+    if "command" in entry:
+        table["command"] = entry["command"]
+        table.update({key: entry[key] for key in ("args", "env", "cwd") if key in entry})
+    elif "url" in entry or "serverUrl" in entry:
+        table["url"] = entry.get("url", entry.get("serverUrl"))
+        if "headers" in entry:
+            table["headers"] = entry["headers"]
+        if (entry.get("type") or entry.get("transport")) == "sse":
+            table["transport"] = "sse"
+    else:
+        raise ServersImportError(f"{source}: server {raw_name!r} has neither 'command' nor 'url'")
+    if entry.get("disabled") is True:
+        table["enabled"] = False
+    return table
+
+
 def parse_mcp_servers(text: str, *, source: str) -> list[ImportedServer]:
     """Parse and validate an ``mcpServers`` document.
 
@@ -56,32 +75,16 @@ def parse_mcp_servers(text: str, *, source: str) -> list[ImportedServer]:
     for raw_name, raw in _entries(document, source).items():
         if not isinstance(raw, dict):
             raise ServersImportError(f"{source}: server {raw_name!r} must be an object")
-        entry = cast(dict[str, Any], raw)
         name = _SAFE_NAME.sub("-", raw_name).strip("-")[:32] or "server"
-        kind = entry.get("type") or entry.get("transport")
-        table: dict[str, Any] = {}
-        if "command" in entry:
-            table["command"] = entry["command"]
-            for key in ("args", "env", "cwd"):
-                if key in entry:
-                    table[key] = entry[key]
-        elif "url" in entry or "serverUrl" in entry:
-            table["url"] = entry.get("url", entry.get("serverUrl"))
-            if "headers" in entry:
-                table["headers"] = entry["headers"]
-            if kind == "sse":
-                table["transport"] = "sse"
-        else:
-            raise ServersImportError(f"{source}: server {raw_name!r} has neither 'command' nor 'url'")
-        if entry.get("disabled") is True:
-            table["enabled"] = False
+        table = _table(raw_name, cast(dict[str, Any], raw), source)
         try:
             result.append((name, ServerSettings.model_validate(table)))
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
+            reason = first["msg"].removeprefix("Value error, ")
             raise ServersImportError(
-                f"{source}: server {raw_name!r}: {where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}"
+                f"{source}: server {raw_name!r}: {where + ': ' if where else ''}{reason}"
             ) from None
     if not result:
         raise ServersImportError(f"{source}: the file lists no servers")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, insert, inspect
 from sqlmodel import SQLModel, select
 
 from portal.errors import StorageError
@@ -42,6 +42,6 @@ def migrate(conn: Connection) -> int:
         if version in applied:
             continue
         step(conn)
-        conn.execute(SchemaVersion.__table__.insert().values(version=version))  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType]
+        conn.execute(insert(SchemaVersion).values(version=version))
     assert inspect(conn).has_table("dockyard_schema")
     return len(MIGRATIONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, TextIO
@@ -71,26 +71,29 @@ def stdio_parameters(settings: ServerSettings) -> StdioServerParameters:
     TERM, USER): the portal's own secrets never reach a child.
     """
     assert settings.command is not None
+    env = dict(settings.env)
+    launcher = [sys.executable, "-m", "portal.upstreams._launcher"]
+    if "PYTHONCOERCECLOCALE" not in env:
+        # Stop the launcher's own Python from adding LC_CTYPE (PEP 538); it removes this variable again.
+        env["PYTHONCOERCECLOCALE"] = "0"
+        launcher.append("--unset=PYTHONCOERCECLOCALE")
     return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "portal.upstreams._launcher", settings.command, *settings.args],
-        env=dict(settings.env),
-        cwd=settings.cwd,
+        command=launcher[0], args=[*launcher[1:], "--", settings.command, *settings.args], env=env, cwd=settings.cwd
     )
 
 
 @asynccontextmanager
 async def stdio_transport(
     settings: ServerSettings, *, closed: anyio.Event, errlog: TextIO
-) -> AsyncIterator[tuple[WatchedReadStream, Any]]:
+) -> AsyncGenerator[tuple[WatchedReadStream, Any]]:
     """Start a stdio upstream; its stderr goes to ``errlog``.
 
     Raises:
         OSError: The command cannot be found.
     """
     assert settings.command is not None
-    if shutil.which(settings.command, path=(settings.env.get("PATH") or None)) is None and "/" not in settings.command:
-        raise FileNotFoundError(f"command {settings.command!r} not found on PATH")
+    if shutil.which(settings.command, path=(settings.env.get("PATH") or None)) is None:
+        raise FileNotFoundError(f"command {settings.command!r} not found on PATH or not executable")
     async with stdio_client(stdio_parameters(settings), errlog=errlog) as (read, write):
         yield WatchedReadStream(read, closed), write
 
@@ -98,7 +101,7 @@ async def stdio_transport(
 @asynccontextmanager
 async def http_transport(
     settings: ServerSettings, *, closed: anyio.Event
-) -> AsyncIterator[tuple[WatchedReadStream, Any]]:
+) -> AsyncGenerator[tuple[WatchedReadStream, Any]]:
     """Connect to a remote upstream over Streamable HTTP or SSE with its static headers."""
     assert settings.url is not None
     if settings.transport == "sse":
@@ -123,7 +126,7 @@ def resolve_inprocess(name: str, settings: ServerSettings, source: str) -> Serve
     Raises:
         ConfigError: The module or attribute does not exist or is not an MCP server.
     """
-    from servers import BUILTINS  # noqa: PLC0415 - built-ins import the portal's public API
+    from servers import BUILTINS
 
     if settings.builtin is not None:
         if settings.builtin not in BUILTINS:
@@ -149,7 +152,8 @@ def resolve_inprocess(name: str, settings: ServerSettings, source: str) -> Serve
     if callable(obj) and not isinstance(obj, MCPServer | Server):
         obj = obj()
     if isinstance(obj, MCPServer):
-        return obj._lowlevel_server  # pyright: ignore[reportPrivateUsage] - the SDK's own Client does the same
+        lowlevel: Server[Any] = obj._lowlevel_server  # pyright: ignore[reportPrivateUsage,reportUnknownMemberType,reportUnknownVariableType]
+        return lowlevel  # the SDK's own Client unwraps MCPServer the same way
     if isinstance(obj, Server):
         return obj  # pyright: ignore[reportUnknownVariableType]
     raise ConfigError(source, key, f"{target!r} is a {type(obj).__name__}, not an MCPServer or Server")

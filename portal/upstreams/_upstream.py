@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +20,10 @@ import anyio
 import mcp_types as types
 from mcp import Client
 from mcp.client.session import ClientSession, ElicitationFnT, IncomingMessage, LoggingFnT, SamplingFnT
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, listen
 from mcp.server import Server
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from portal.config import ServerSettings
 from portal.errors import UpstreamUnavailableError
@@ -108,7 +110,10 @@ class Upstream:
         self.connected_at: float | None = None
         self.protocol_version: str | None = None
         self.listing = Listing()
+        self.known_tools: tuple[types.Tool, ...] = ()
+        """The tools of the last successful listing, kept while the upstream is down."""
         self.failures = 0
+        self._stderr_offset = 0
         self._source = source
         self._log_dir = log_dir
         self._stdio_slots = stdio_slots
@@ -146,7 +151,7 @@ class Upstream:
         self._broken.set()
 
     @asynccontextmanager
-    async def dedicated_session(self, handlers: SessionHandlers) -> AsyncIterator[ClientSession]:
+    async def dedicated_session(self, handlers: SessionHandlers) -> AsyncGenerator[ClientSession]:
         """Open a session used by one client only, whose server-initiated traffic goes to ``handlers``.
 
         Raises:
@@ -172,7 +177,7 @@ class Upstream:
             started = time.monotonic()
             try:
                 await self._serve_once()
-            except Exception as error:  # noqa: BLE001 - any failure of one upstream is contained here
+            except Exception as error:
                 self._note_error(error)
             self._session = None
             self.state = "unhealthy"
@@ -200,7 +205,7 @@ class Upstream:
             with path.open("rb") as handle:
                 handle.seek(0, 2)
                 size = handle.tell()
-                handle.seek(max(0, size - 400))
+                handle.seek(max(self._stderr_offset, size - 400))
                 lines = handle.read().decode("utf-8", "replace").strip().splitlines()
         except OSError:
             return ""
@@ -209,10 +214,12 @@ class Upstream:
     @asynccontextmanager
     async def _client(
         self, closed: anyio.Event, handlers: SessionHandlers, *, dedicated: bool
-    ) -> AsyncIterator[Client]:
+    ) -> AsyncGenerator[Client]:
         async def message_handler(message: IncomingMessage) -> None:
             await self._on_message(message, dedicated=dedicated)
 
+        # A dedicated session exists for server-initiated requests, which only the handshake era allows.
+        mode = "legacy" if dedicated else "auto"
         callbacks: dict[str, Any] = {
             "sampling_callback": handlers.sampling,
             "elicitation_callback": handlers.elicitation,
@@ -227,14 +234,16 @@ class Upstream:
                 await stack.enter_async_context(_Slot(self._stdio_slots, self.name))
                 self._log_dir.mkdir(parents=True, exist_ok=True)
                 errlog: IO[str] = stack.enter_context((self._log_dir / f"{self.name}.log").open("a", encoding="utf-8"))
+                if not dedicated:
+                    self._stderr_offset = errlog.tell()  # only this attempt's stderr explains its failure
                 transport = stdio_transport(self.settings, closed=closed, errlog=errlog)  # pyright: ignore[reportArgumentType]
-                client = Client(transport, mode="auto", **callbacks)  # pyright: ignore[reportArgumentType]
+                client = Client(transport, mode=mode, **callbacks)  # pyright: ignore[reportArgumentType]
             elif self.kind == "http":
-                client = Client(http_transport(self.settings, closed=closed), mode="auto", **callbacks)  # pyright: ignore[reportArgumentType]
+                client = Client(http_transport(self.settings, closed=closed), mode=mode, **callbacks)  # pyright: ignore[reportArgumentType]
             else:
                 if self._inprocess is None:
                     self._inprocess = resolve_inprocess(self.name, self.settings, self._source)
-                client = Client(self._inprocess, mode="auto", **callbacks)
+                client = Client(self._inprocess, mode=mode, **callbacks)
             yield await stack.enter_async_context(client)
 
     async def _serve_once(self) -> None:
@@ -246,6 +255,7 @@ class Upstream:
                 self._session = client.session
                 self.protocol_version = client.protocol_version
                 self.listing = await self._load_listing(client.session, client.server_capabilities)
+                self.known_tools = self.listing.tools
                 scope.deadline = math.inf
                 await self._serve_connected(client)
         if scope.cancelled_caught:
@@ -266,6 +276,8 @@ class Upstream:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._health_loop, client.session)
             tg.start_soon(self._refresh_loop, client.session, client.server_capabilities)
+            if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                tg.start_soon(self._listen_loop, client.session, client.server_capabilities)
             await self._broken.wait()
             tg.cancel_scope.cancel()
         raise ConnectionError(self.last_error or "connection closed")
@@ -275,10 +287,37 @@ class Upstream:
             await anyio.sleep(self._health_interval)
             try:
                 with anyio.fail_after(min(10.0, self._health_interval * 2)):
-                    await session.send_ping()
+                    if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        await session.send_discover(session.protocol_version)  # 2026-07-28 has no ping
+                    else:
+                        await session.send_ping()
             except (MCPError, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
                 self.mark_broken(error)
                 return
+
+    async def _listen_loop(self, session: ClientSession, capabilities: types.ServerCapabilities) -> None:
+        """2026-07-28 delivers list changes only on a ``subscriptions/listen`` stream: keep one open."""
+        tools = bool(capabilities.tools and capabilities.tools.list_changed)
+        prompts = bool(capabilities.prompts and capabilities.prompts.list_changed)
+        resources = bool(capabilities.resources and capabilities.resources.list_changed)
+        if not (tools or prompts or resources):
+            return
+        while True:
+            try:
+                async with listen(
+                    session, tools_list_changed=tools, prompts_list_changed=prompts, resources_list_changed=resources
+                ) as subscription:
+                    async for _event in subscription:
+                        self._refresh.set()
+            except (MCPError, SubscriptionLost, TimeoutError, ListenNotSupportedError) as error:
+                self._upstream_log.debug("subscriptions/listen ended: %s", error)
+                if isinstance(error, MCPError) and error.code == types.CONNECTION_CLOSED:
+                    self.mark_broken(error)
+                    return
+                if isinstance(error, ListenNotSupportedError | MCPError):
+                    return  # the upstream does not offer it; health checks still notice a dead upstream
+            await anyio.sleep(1.0)  # the stream dropped: reopen it, then refetch what may have changed
+            self._refresh.set()
 
     async def _refresh_loop(self, session: ClientSession, capabilities: types.ServerCapabilities) -> None:
         while True:
@@ -287,6 +326,7 @@ class Upstream:
             try:
                 with anyio.fail_after(self.settings.connect_timeout):
                     self.listing = await self._load_listing(session, capabilities)
+                    self.known_tools = self.listing.tools
             except (MCPError, TimeoutError) as error:
                 self.mark_broken(error)
                 return

@@ -31,6 +31,11 @@ class ClientChannel(Protocol):
         ...
 
     @property
+    def capabilities(self) -> types.ClientCapabilities | None:
+        """What the client can answer (sampling, elicitation, roots), as it declared it."""
+        ...
+
+    @property
     def wants_progress(self) -> bool:
         """Whether the client asked for progress notifications on this request."""
         ...
@@ -74,6 +79,7 @@ class NullChannel:
     can_relay = False
     modern = False
     wants_progress = False
+    capabilities: types.ClientCapabilities | None = None
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         """Drop progress."""

@@ -56,7 +56,7 @@ class _RequestChannel:
         self._ctx = ctx
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         self._connection: Any = None if self.modern else ctx.session._connection  # pyright: ignore[reportPrivateUsage]
-        caps = ctx.session.client_capabilities
+        caps = self.capabilities = ctx.session.client_capabilities
         self.can_relay = (
             (not self.modern) and caps is not None and (caps.sampling is not None or caps.elicitation is not None)
         )
@@ -194,10 +194,17 @@ class _Handlers:
         self.connections.remember(ctx)
         return types.ListPromptsResult(prompts=self.gateway.list_prompts(principal_of(ctx)))
 
-    async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def get_prompt(
+        self, ctx: Ctx, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         try:
             return await self.gateway.get_prompt(
-                principal_of(ctx), params.name, params.arguments, channel=_RequestChannel(ctx)
+                principal_of(ctx),
+                params.name,
+                params.arguments,
+                channel=_RequestChannel(ctx),
+                input_responses=params.input_responses,
+                request_state=params.request_state,
             )
         except UnknownTargetError as error:
             raise _not_found(error) from None
@@ -214,10 +221,18 @@ class _Handlers:
         templates = self.gateway.list_resource_templates(principal_of(ctx))
         return types.ListResourceTemplatesResult(resource_templates=templates)
 
-    async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+    async def read_resource(
+        self, ctx: Ctx, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
         uri = str(params.uri)
         try:
-            return await self.gateway.read_resource(principal_of(ctx), uri, channel=_RequestChannel(ctx))
+            return await self.gateway.read_resource(
+                principal_of(ctx),
+                uri,
+                channel=_RequestChannel(ctx),
+                input_responses=params.input_responses,
+                request_state=params.request_state,
+            )
         except UnknownTargetError:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
         except UpstreamUnavailableError as error:

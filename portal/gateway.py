@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -37,7 +37,7 @@ from portal.policy_seam import AllowLocal, Decision, Policy, Request
 from portal.principal import Principal
 from portal.sealing import Sealer, TamperedStateError
 from portal.store import UpstreamStatus, utcnow
-from portal.upstreams import SessionHandlers, Upstream
+from portal.upstreams import FORWARDED_CAPABILITIES, SessionHandlers, Upstream
 
 __all__ = ["Gateway", "ListKind"]
 
@@ -45,6 +45,7 @@ logger = logging.getLogger("dockyard.gateway")
 
 ListKind = Literal["tools", "prompts", "resources"]
 _MAX_INPUT_ROUNDS = 8
+_R = TypeVar("_R")
 
 
 def _error_result(message: str) -> types.CallToolResult:
@@ -380,11 +381,19 @@ class Gateway:
         except TamperedStateError as error:
             trace.done("denied", error=str(error))
             raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
-        if sealed.get("p") != trace.principal.subject or sealed.get("t") != trace.target:
+        if sealed.get("p") != trace.principal.subject or (sealed.get("m"), sealed.get("t")) != (
+            trace.method,
+            trace.target,
+        ):
             trace.done("denied", error="requestState belongs to another request")
             raise MCPError(code=types.INVALID_PARAMS, message="requestState belongs to another request")
         upstream_state = sealed.get("u")
         return upstream_state if isinstance(upstream_state, str) else None
+
+    def _seal(self, trace: _Trace, result: types.InputRequiredResult) -> types.InputRequiredResult:
+        """Wrap the upstream's state so only this principal can resume only this request with it (T5)."""
+        state = {"p": trace.principal.subject, "m": trace.method, "t": trace.target, "u": result.request_state}
+        return result.model_copy(update={"request_state": self._sealer.seal(state)})
 
     async def call_tool(
         self,
@@ -423,8 +432,7 @@ class Gateway:
         upstream = self.upstreams[entry.server]
         result = await self._invoke(trace, upstream, channel, arguments, input_responses, upstream_state)
         if isinstance(result, types.InputRequiredResult):
-            state = self._sealer.seal({"p": principal.subject, "t": name, "u": result.request_state})
-            result = result.model_copy(update={"request_state": state})
+            result = self._seal(trace, result)
         elif result.is_error and trace.status == "ok":
             trace.status = "error"
             trace.error = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
@@ -447,9 +455,22 @@ class Gateway:
             if relay is not None:
                 relay.channels.append(channel)
             try:
-                return await self._call_upstream(
-                    session, trace.upstream_target or "", arguments, channel, input_responses, upstream_state, timeout
-                )
+                progress = channel.progress if channel.wants_progress else None
+
+                async def send(
+                    responses: types.InputResponses | None, state: str | None
+                ) -> types.CallToolResult | types.InputRequiredResult:
+                    return await session.call_tool(
+                        trace.upstream_target or "",
+                        arguments,
+                        read_timeout_seconds=timeout,
+                        progress_callback=progress,
+                        input_responses=responses,
+                        request_state=state,
+                        allow_input_required=True,
+                    )
+
+                return await self._drive(channel, send, input_responses, upstream_state)
             finally:
                 if relay is not None:
                     relay.channels.remove(channel)
@@ -468,33 +489,34 @@ class Gateway:
             trace.status, trace.error = "error", f"server {upstream.name!r} returned an invalid result: {error}"
         return _error_result(trace.error or "call failed")
 
-    async def _call_upstream(
+    async def _drive(
         self,
-        session: ClientSession,
-        tool: str,
-        arguments: dict[str, Any] | None,
         channel: ClientChannel,
+        send: Callable[[types.InputResponses | None, str | None], Awaitable[_R | types.InputRequiredResult]],
         input_responses: types.InputResponses | None,
         request_state: str | None,
-        timeout: float,
-    ) -> types.CallToolResult | types.InputRequiredResult:
-        progress = channel.progress if channel.wants_progress else None
-        for _ in range(_MAX_INPUT_ROUNDS):
-            result = await session.call_tool(
-                tool,
-                arguments,
-                read_timeout_seconds=timeout,
-                progress_callback=progress,
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
-            )
-            if isinstance(result, types.CallToolResult) or channel.modern:
-                return result
-            # A handshake-era client cannot see input-required results: ask it ourselves and retry.
-            input_responses = await self._answer_input_requests(result, channel)
-            request_state = result.request_state
-        return _error_result(f"tool {tool!r} asked for input more than {_MAX_INPUT_ROUNDS} times")
+    ) -> _R | types.InputRequiredResult:
+        """Send a request upstream as the client; answer input-required rounds for a handshake-era client.
+
+        A 2026-07-28 client gets input-required results back (sealed by the caller); a handshake-era
+        client cannot see them, so the portal asks it itself, mid-request, and retries upstream.
+        """
+        caps = channel.capabilities
+        token = FORWARDED_CAPABILITIES.set(
+            caps.model_dump(by_alias=True, mode="json", exclude_none=True) if caps else {}
+        )
+        try:
+            for _ in range(_MAX_INPUT_ROUNDS):
+                result = await send(input_responses, request_state)
+                if not isinstance(result, types.InputRequiredResult) or channel.modern:
+                    return result
+                input_responses = await self._answer_input_requests(result, channel)
+                request_state = result.request_state
+        finally:
+            FORWARDED_CAPABILITIES.reset(token)
+        raise MCPError(
+            code=types.INTERNAL_ERROR, message=f"the server asked for input more than {_MAX_INPUT_ROUNDS} times"
+        )
 
     async def _answer_input_requests(
         self, result: types.InputRequiredResult, channel: ClientChannel
@@ -531,7 +553,9 @@ class Gateway:
         arguments: dict[str, str] | None,
         *,
         channel: ClientChannel,
-    ) -> types.GetPromptResult:
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         """Get a prompt on behalf of ``principal``.
 
         Raises:
@@ -545,18 +569,37 @@ class Gateway:
         server = self._route(trace, entry.server if entry else None, request=request)
         assert entry is not None
         trace.upstream_target = entry.upstream_name
+        upstream_state = self._unseal(trace, request_state)
         try:
             session, _ = await self._session_for(self.upstreams[server], channel)
-            result = await session.get_prompt(entry.upstream_name, arguments)
+
+            async def send(
+                responses: types.InputResponses | None, state: str | None
+            ) -> types.GetPromptResult | types.InputRequiredResult:
+                return await session.get_prompt(
+                    entry.upstream_name,
+                    arguments,
+                    input_responses=responses,
+                    request_state=state,
+                    allow_input_required=True,
+                )
+
+            result = await self._drive(channel, send, input_responses, upstream_state)
         except (UpstreamUnavailableError, MCPError) as error:
             trace.done("error", error=str(error))
             raise
         trace.done("ok")
-        return result
+        return self._seal(trace, result) if isinstance(result, types.InputRequiredResult) else result
 
     async def read_resource(
-        self, principal: Principal, uri: str, *, channel: ClientChannel
-    ) -> types.ReadResourceResult:
+        self,
+        principal: Principal,
+        uri: str,
+        *,
+        channel: ClientChannel,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
         """Read a resource on behalf of ``principal``.
 
         Raises:
@@ -570,12 +613,24 @@ class Gateway:
         server = self._route(trace, route[0] if route else None, request=request)
         assert route is not None
         upstream_uri = trace.upstream_target = route[1]
+        upstream_state = self._unseal(trace, request_state)
         try:
             session, _ = await self._session_for(self.upstreams[server], channel)
-            result = await session.read_resource(upstream_uri)
+
+            async def send(
+                responses: types.InputResponses | None, state: str | None
+            ) -> types.ReadResourceResult | types.InputRequiredResult:
+                return await session.read_resource(
+                    upstream_uri, input_responses=responses, request_state=state, allow_input_required=True
+                )
+
+            result = await self._drive(channel, send, input_responses, upstream_state)
         except (UpstreamUnavailableError, MCPError) as error:
             trace.done("error", error=str(error))
             raise
+        if isinstance(result, types.InputRequiredResult):
+            trace.done("ok")
+            return self._seal(trace, result)
         if upstream_uri != uri:
             contents = [c.model_copy(update={"uri": uri}) if str(c.uri) == upstream_uri else c for c in result.contents]
             result = result.model_copy(update={"contents": contents})
@@ -599,13 +654,7 @@ class Gateway:
         subscribers = self._subscribers.setdefault(uri, {})
         if not subscribers:
             try:
-                await (
-                    self.upstreams[server]
-                    .session()
-                    .send_request(
-                        types.SubscribeRequest(params=types.SubscribeRequestParams(uri=route[1])), types.EmptyResult
-                    )
-                )
+                await self.upstreams[server].subscribe(route[1])
             except (UpstreamUnavailableError, MCPError) as error:
                 del self._subscribers[uri]
                 trace.done("error", error=str(error))
@@ -627,14 +676,8 @@ class Gateway:
         del self._subscribers[uri]
         route = self._catalog.resolve_resource(uri)
         upstream = None if route is None else self.upstreams.get(route[0])
-        if route is None or upstream is None or not upstream.connected:
-            return
-        try:
-            await upstream.session().send_request(
-                types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=route[1])), types.EmptyResult
-            )
-        except MCPError as error:
-            logger.debug("unsubscribe from %s on %s failed: %s", route[1], upstream.name, error)
+        if route is not None and upstream is not None:
+            await upstream.unsubscribe(route[1])
 
     async def _resource_updated(self, upstream: Upstream, upstream_uri: str) -> None:
         for uri, subscribers in list(self._subscribers.items()):

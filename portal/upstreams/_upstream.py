@@ -12,28 +12,57 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import anyio
+import anyio.abc
 import mcp_types as types
 from mcp import Client
 from mcp.client.session import ClientSession, ElicitationFnT, IncomingMessage, LoggingFnT, SamplingFnT
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, listen
 from mcp.server import Server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from portal.config import ServerSettings
 from portal.errors import UpstreamUnavailableError
 from portal.upstreams._transports import http_transport, resolve_inprocess, stdio_transport
 
-__all__ = ["Listing", "Upstream", "UpstreamState"]
+__all__ = ["FORWARDED_CAPABILITIES", "Listing", "Upstream", "UpstreamState"]
 
 logger = logging.getLogger("dockyard.upstream")
 
 UpstreamState = Literal["starting", "connected", "unhealthy", "disabled"]
+
+FORWARDED_CAPABILITIES: ContextVar[dict[str, Any] | None] = ContextVar("dockyard_forwarded_capabilities", default=None)
+"""The calling client's capabilities, stamped on 2026-07-28 upstream requests made in this context.
+
+On the stateless protocol a server decides per request what it may ask of the client (input-required
+results carry only what the client can answer), so the portal must present the real client's capabilities,
+not its own."""
+
+
+def _forward_capabilities(session: ClientSession) -> None:
+    """Make ``session`` stamp :data:`FORWARDED_CAPABILITIES` instead of the portal's own capabilities.
+
+    The SDK builds the per-request envelope in one private hook and offers no per-request override, so the
+    hook is wrapped here, in this one place.
+    """
+    inner: Callable[[dict[str, Any], Any], None] = session._stamp  # pyright: ignore[reportPrivateUsage]
+
+    def stamp(data: dict[str, Any], opts: Any) -> None:
+        inner(data, opts)
+        forwarded = FORWARDED_CAPABILITIES.get()
+        meta = data.get("params", {}).get("_meta")
+        if forwarded is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+            meta[CLIENT_CAPABILITIES_META_KEY] = forwarded
+
+    session._stamp = stamp  # pyright: ignore[reportPrivateUsage]
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,8 @@ class Upstream:
         self._broken = anyio.Event()
         self._refresh = anyio.Event()
         self._inprocess: Server[Any] | None = None
+        self._subscriptions: dict[str, anyio.CancelScope | None] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
         self._upstream_log = logging.getLogger(f"dockyard.upstream.{name}")
 
     # ----------------------------------------------------------------- public surface
@@ -167,6 +198,58 @@ class Upstream:
                 raise TimeoutError
         except (OSError, MCPError, TimeoutError) as error:
             raise UpstreamUnavailableError(f"cannot open a session to {self.name!r}: {_describe(error)}") from error
+
+    async def subscribe(self, uri: str) -> None:
+        """Ask the upstream for ``notifications/resources/updated`` of ``uri``, in whichever era it speaks.
+
+        Raises:
+            UpstreamUnavailableError: The upstream is not connected.
+            MCPError: The upstream refused.
+        """
+        if uri in self._subscriptions:
+            return
+        session = self.session()
+        if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            assert self._task_group is not None
+            self._subscriptions[uri] = await self._task_group.start(self._watch_resource, session, uri)
+        else:
+            await session.send_request(
+                types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)), types.EmptyResult
+            )
+            self._subscriptions[uri] = None
+
+    async def unsubscribe(self, uri: str) -> None:
+        """Stop watching ``uri``; a no-op when not subscribed."""
+        if uri not in self._subscriptions:
+            return
+        scope = self._subscriptions.pop(uri)
+        if scope is not None:
+            scope.cancel()
+        elif self.connected:
+            try:
+                await self.session().send_request(
+                    types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)), types.EmptyResult
+                )
+            except MCPError as error:
+                self._upstream_log.debug("unsubscribe %s failed: %s", uri, error)
+
+    async def _resubscribe(self, uri: str) -> None:
+        self._subscriptions.pop(uri, None)
+        try:
+            await self.subscribe(uri)
+        except (MCPError, UpstreamUnavailableError) as error:
+            self._upstream_log.warning("cannot renew the subscription to %s: %s", uri, error)
+
+    async def _watch_resource(
+        self, session: ClientSession, uri: str, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
+    ) -> None:
+        """A 2026-07-28 resource subscription: one ``subscriptions/listen`` stream for ``uri``."""
+        with anyio.CancelScope() as scope:
+            async with listen(session, resource_subscriptions=[uri]) as subscription:
+                task_status.started(scope)
+                async for event in subscription:
+                    if isinstance(event, ResourceUpdated) and self._on_resource_updated is not None:
+                        await self._on_resource_updated(self, event.uri)
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with back-off until cancelled."""
@@ -254,6 +337,8 @@ class Upstream:
             async with self._client(self._broken, SessionHandlers(), dedicated=False) as client:
                 self._session = client.session
                 self.protocol_version = client.protocol_version
+                if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                    _forward_capabilities(client.session)
                 self.listing = await self._load_listing(client.session, client.server_capabilities)
                 self.known_tools = self.listing.tools
                 scope.deadline = math.inf
@@ -274,12 +359,18 @@ class Upstream:
         )
         await self._on_change(self)
         async with anyio.create_task_group() as tg:
+            self._task_group = tg
             tg.start_soon(self._health_loop, client.session)
             tg.start_soon(self._refresh_loop, client.session, client.server_capabilities)
             if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
                 tg.start_soon(self._listen_loop, client.session, client.server_capabilities)
-            await self._broken.wait()
-            tg.cancel_scope.cancel()
+            for uri in list(self._subscriptions):  # the upstream forgot them when the connection dropped
+                tg.start_soon(self._resubscribe, uri)
+            try:
+                await self._broken.wait()
+            finally:
+                self._task_group = None
+                tg.cancel_scope.cancel()
         raise ConnectionError(self.last_error or "connection closed")
 
     async def _health_loop(self, session: ClientSession) -> None:

@@ -1,0 +1,491 @@
+"""Federation overhead: ``echo`` through the Dockyard portal and through FastMCP's proxy, against direct calls.
+
+Run ``.venv/bin/python -m bench.federation`` (``--quick`` for a short run, ``--profile`` to sample the portal with
+py-spy afterwards). One run starts the npm ``server-everything`` over Streamable HTTP, a portal federating it
+(``dockyard -c CONFIG serve``) and FastMCP 4.1.6's ``create_proxy`` of it, all on 127.0.0.1, measures each with the
+official ``mcp`` client, prints a table with ratios against the direct figures of the same run, writes
+``bench/results/federation.json`` and stops every process it started. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import anyio
+
+from bench._load import ScenarioError, Window, percentile, run_clients
+from bench._procs import (
+    BenchError,
+    Services,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    wait_http_ok,
+    wait_port,
+    wait_quiet,
+)
+from bench._profile import ProfileSummary, record, summarize
+from bench._venv import FASTMCP_VERSION, Unavailable, ensure_fastmcp, ensure_pyspy
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+EVERYTHING_JS = ROOT / "tests/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+RESULTS = BENCH / "results"
+MODERN = "2026-07-28"
+_QUIET_CORES = 0.3
+"""Busy cores (of 2) from other work above which a scenario waits before it starts, and is flagged."""
+
+TargetName = Literal["direct", "portal", "fastmcp"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    target: TargetName
+    mode: str
+    clients: int
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    tool: str
+    pid: int | None
+    """The proxy's process (None for direct calls)."""
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    status: Literal["ok", "failed", "unavailable"] = "ok"
+    reason: str | None = None
+    latencies: list[float] = field(default_factory=list[float])
+    wall: float = 0.0
+    errors: int = 0
+    first_error: str | None = None
+    cpu: dict[str, float] = field(default_factory=dict[str, float])
+
+    def add(self, window: Window) -> None:
+        self.latencies += window.latencies
+        self.wall += window.wall
+        self.errors += window.errors
+        self.first_error = self.first_error or window.first_error
+        for role, seconds in window.cpu.items():
+            self.cpu[role] = self.cpu.get(role, 0.0) + seconds
+
+    def summary(self) -> dict[str, Any]:
+        calls = len(self.latencies)
+        body: dict[str, Any] = {
+            "target": self.scenario.target,
+            "mode": self.scenario.mode,
+            "clients": self.scenario.clients,
+            "status": self.status,
+        }
+        if self.reason:
+            body["reason"] = self.reason
+        if self.status != "ok" or calls == 0:
+            return body
+        body |= {
+            "calls": calls,
+            "errors": self.errors,
+            "seconds": round(self.wall, 3),
+            "calls_per_s": round(calls / self.wall, 1),
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 3),
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 3),
+            "mean_ms": round(sum(self.latencies) / calls * 1000, 3),
+            "cpu_ms_per_call": {
+                role: round(s / calls * 1000, 3) for role, s in sorted(self.cpu.items()) if role != "machine"
+            },
+            "background_cores": round(
+                max(0.0, self.cpu.get("machine", 0.0) - sum(s for r, s in self.cpu.items() if r != "machine"))
+                / self.wall,
+                2,
+            ),
+        }
+        if self.first_error:
+            body["first_error"] = self.first_error
+        return body
+
+
+def _scenarios(clients: int) -> list[Scenario]:
+    return [
+        Scenario("direct", "direct", "legacy", 1),
+        Scenario("portal-legacy", "portal", "legacy", 1),
+        Scenario("portal-2026", "portal", MODERN, 1),
+        Scenario(f"direct-x{clients}", "direct", "legacy", clients),
+        Scenario(f"portal-legacy-x{clients}", "portal", "legacy", clients),
+        Scenario(f"portal-2026-x{clients}", "portal", MODERN, clients),
+        # Last in each round: it opens (and leaves to the upstream to clean up) one session per call.
+        Scenario("fastmcp-legacy", "fastmcp", "legacy", 1),
+        Scenario("fastmcp-2026", "fastmcp", MODERN, 1),
+    ]
+
+
+# ----------------------------------------------------------------------------------------- services
+
+
+def _node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        raise BenchError("node is not installed; run `make setup`")
+    if not EVERYTHING_JS.exists():
+        raise BenchError(f"{EVERYTHING_JS} is missing; run `make setup` to install the npm test servers")
+    return found
+
+
+def _start_everything(services: Services) -> tuple[str, int]:
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), "PORT": str(port)}
+    argv = [_node(), "--require", str(BENCH / "_loopback.cjs"), str(EVERYTHING_JS), "streamableHttp"]
+    proc = services.start("everything", argv, env=env)
+    wait_port(port, proc, name="everything", services=services, timeout=30)
+    return f"http://127.0.0.1:{port}/mcp", proc.pid
+
+
+def _start_portal(services: Services, upstream: str, workdir: Path) -> Target:
+    port = free_port()
+    config = workdir / "dockyard.toml"
+    config.write_text(
+        f'[portal]\npublic_url = "http://127.0.0.1:{port}"\ndata_dir = "{workdir / "data"}"\n\n'
+        f'[servers.everything]\nurl = "{upstream}"\n'
+    )
+    dockyard = Path(sys.executable).parent / "dockyard"
+    argv = [str(dockyard)] if dockyard.exists() else [sys.executable, "-m", "portal"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+    proc = services.start("portal", [*argv, "-c", str(config), "serve"], env=env, cwd=workdir)
+    wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc, name="portal", services=services, timeout=60)
+    return Target(f"http://127.0.0.1:{port}/mcp", "everything__echo", proc.pid)
+
+
+def _start_fastmcp(services: Services, upstream: str) -> Target:
+    python = ensure_fastmcp()
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/root"),
+        "FASTMCP_CHECK_FOR_UPDATES": "off",
+        "FASTMCP_SHOW_SERVER_BANNER": "false",
+    }
+    argv = [str(python), str(BENCH / "_fastmcp_proxy.py"), upstream, str(port)]
+    proc = services.start("fastmcp", argv, env=env)
+    wait_port(port, proc, name="fastmcp", services=services, timeout=90)
+    return Target(f"http://127.0.0.1:{port}/mcp", "echo", proc.pid)
+
+
+# ----------------------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Settings:
+    calls: int
+    warmup: int
+    rounds: int
+    clients: int
+    budget: float
+    quick: bool
+
+
+async def _measure(
+    scenarios: Sequence[Scenario],
+    targets: dict[TargetName, Target | str],
+    upstream_pid: int,
+    settings: Settings,
+) -> dict[str, Result]:
+    results = {s.key: Result(s) for s in scenarios}
+    for name, target in targets.items():
+        if isinstance(target, str):
+            for result in results.values():
+                if result.scenario.target == name:
+                    result.status, result.reason = "unavailable", target
+    for round_no in range(settings.rounds):
+        for scenario in scenarios:
+            result = results[scenario.key]
+            target = targets[scenario.target]
+            if result.status != "ok" or isinstance(target, str):
+                continue
+            print(f"bench: round {round_no + 1}/{settings.rounds} {scenario.key}", file=sys.stderr)
+            pids = {"upstream": upstream_pid} | ({"proxy": target.pid} if target.pid is not None else {})
+
+            def cpu(pids: dict[str, int] = pids) -> dict[str, float]:
+                ours = {role: cpu_seconds(pid) for role, pid in pids.items()}
+                return {"client": time.process_time(), "machine": machine_busy_seconds()} | ours
+
+            busy = await anyio.to_thread.run_sync(
+                lambda: wait_quiet(max_busy_cores=_QUIET_CORES, timeout=10 if settings.quick else 60)
+            )
+            if busy > _QUIET_CORES:
+                print(f"bench: the machine is busy ({busy:.2f} cores used); measuring anyway", file=sys.stderr)
+
+            try:
+                with anyio.fail_after(settings.budget + 120):
+                    window = await run_clients(
+                        target.url,
+                        tool=target.tool,
+                        mode=scenario.mode,
+                        clients=scenario.clients,
+                        calls=settings.calls,
+                        warmup=settings.warmup,
+                        budget=settings.budget,
+                        cpu=cpu,
+                    )
+            except Exception as error:  # top-level handler of one scenario: a broken target must not end the run
+                result.status, result.reason = "failed", _describe(error)
+                continue
+            result.add(window)
+    return results
+
+
+def _describe(error: BaseException) -> str:
+    """The leaf errors of ``error`` (the client's task groups wrap what went wrong in exception groups)."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in error.exceptions)  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType,reportUnknownMemberType]
+    if isinstance(error, ScenarioError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+async def _profile_load(target: Target, mode: str, clients: int, calls: int) -> None:
+    await run_clients(
+        target.url, tool=target.tool, mode=mode, clients=clients, calls=calls, warmup=20, budget=120, cpu=lambda: {}
+    )
+
+
+def _profile(services: Services, portal: Target, calls: int, clients: int) -> dict[str, ProfileSummary | str]:
+    profiles: dict[str, ProfileSummary | str] = {}
+    try:
+        py_spy = ensure_pyspy()
+    except Unavailable as error:
+        return {"unavailable": str(error)}
+    assert portal.pid is not None
+    for mode, n in (("legacy", 1), (MODERN, 1), ("legacy", clients), (MODERN, clients)):
+        key = mode if n == 1 else f"{mode}-x{n}"
+        out = RESULTS / f"portal-profile-{key}.txt"
+        print(f"bench: profiling the portal ({key}, {calls} calls) into {out}", file=sys.stderr)
+        try:
+            with record(py_spy, portal.pid, out, services=services, name=f"py-spy-{key}"):
+                anyio.run(_profile_load, portal, mode, n, calls)
+        except BenchError as error:
+            profiles[key] = f"unavailable: {error}"
+            continue
+        profiles[key] = summarize(out, ROOT / "portal")
+    return profiles
+
+
+# ----------------------------------------------------------------------------------------- reporting
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    if "calls_per_s" not in a or "calls_per_s" not in b:
+        return None
+    return round(a["calls_per_s"] / b["calls_per_s"], 3)
+
+
+def _ratios(summaries: dict[str, dict[str, Any]], clients: int) -> dict[str, Any]:
+    direct, par = summaries["direct"], summaries[f"direct-x{clients}"]
+    fastmcp = summaries["fastmcp-legacy"]
+    out: dict[str, Any] = {}
+    for key, base in (
+        ("portal-legacy", direct),
+        ("portal-2026", direct),
+        (f"portal-legacy-x{clients}", par),
+        (f"portal-2026-x{clients}", par),
+        ("fastmcp-legacy", direct),
+    ):
+        row = summaries[key]
+        if "p50_ms" not in row or "p50_ms" not in base:
+            continue
+        entry: dict[str, Any] = {
+            "throughput_vs_direct": _ratio(row, base),
+            "added_p50_ms": round(row["p50_ms"] - base["p50_ms"], 3),
+            "added_p99_ms": round(row["p99_ms"] - base["p99_ms"], 3),
+        }
+        if key.startswith("portal") and "proxy" in row["cpu_ms_per_call"]:
+            entry["portal_cpu_ms_per_call"] = row["cpu_ms_per_call"]["proxy"]
+        if key in ("portal-legacy", "portal-2026"):
+            entry["vs_fastmcp"] = _ratio(row, fastmcp)
+        out[key] = entry
+    return out
+
+
+def _print_table(summaries: dict[str, dict[str, Any]], ratios: dict[str, Any]) -> None:
+    header = (
+        f"{'scenario':<20} {'mode':<10} {'cl':>2} {'calls':>6} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+        f"  {'cpu ms/call: client upstream proxy'}  {'others'}"
+    )
+    print(header)
+    print("-" * len(header))
+    for key, row in summaries.items():
+        if "calls" not in row:
+            print(f"{key:<20} {row['mode']:<10} {row['clients']:>2}  {row['status']}: {row.get('reason', '')[:140]}")
+            continue
+        cpu = row["cpu_ms_per_call"]
+        cpus = " ".join(f"{cpu[r]:6.2f}" if r in cpu else f"{'-':>6}" for r in ("client", "upstream", "proxy"))
+        errors = f"  ({row['errors']} errors: {row.get('first_error', '')[:60]})" if row["errors"] else ""
+        print(
+            f"{key:<20} {row['mode']:<10} {row['clients']:>2} {row['calls']:>6} {row['calls_per_s']:>8.1f}"
+            f" {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}  {cpus:>34}  {row['background_cores']:>6.2f}{errors}"
+        )
+    print("(others: cores used by other processes of the machine during the scenario; 2 cores in all)")
+    print()
+    print("against direct, same run (targets: >= 0.70x throughput, <= 2 ms added p50, faster than FastMCP):")
+    for key, entry in ratios.items():
+        extra = f", {entry['vs_fastmcp']:.1f}x FastMCP" if entry.get("vs_fastmcp") else ""
+        cpu = f", portal CPU {entry['portal_cpu_ms_per_call']:.2f} ms/call" if "portal_cpu_ms_per_call" in entry else ""
+        print(
+            f"  {key:<20} {entry['throughput_vs_direct']:.2f}x throughput, "
+            f"{entry['added_p50_ms']:+.2f} ms p50, {entry['added_p99_ms']:+.2f} ms p99{cpu}{extra}"
+        )
+
+
+def _print_profile(profiles: dict[str, ProfileSummary | str]) -> None:
+    for mode, profile in profiles.items():
+        print()
+        if isinstance(profile, str):
+            print(f"portal profile ({mode}): {profile}")
+            continue
+        print(f"portal profile ({mode}, {profile['samples']} samples):")
+        print("  by owner:  " + ", ".join(f"{k} {v:.0%}" for k, v in profile["owner"].items() if v >= 0.01))
+        print("  by leaf:   " + ", ".join(f"{k} {v:.0%}" for k, v in profile["self_by_package"].items() if v >= 0.01))
+        print("  portal functions (inclusive):")
+        for label, share in profile["top_portal"][:8]:
+            print(f"    {share:6.1%}  {label}")
+        print("  hottest functions (self):")
+        for label, share in profile["top_self"][:10]:
+            print(f"    {share:6.1%}  {label}")
+
+
+def _git() -> dict[str, Any]:
+    """The commit measured, and the portal files that differed from it (the figures are of the work tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--porcelain", "--", "portal").splitlines()}
+
+
+def _machine() -> dict[str, Any]:
+    cpu_model = ""
+    try:
+        cpu_model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    node = subprocess.run([_node(), "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model,
+        "python": platform.python_version(),
+        "node": node,
+        "mcp": version("mcp"),
+        "fastmcp": FASTMCP_VERSION,
+        "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+# ----------------------------------------------------------------------------------------- entry point
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.federation", description="Dockyard federation overhead.")
+    parser.add_argument("--quick", action="store_true", help="short run: 100 calls, 1 round")
+    parser.add_argument("--calls", type=int, help="timed calls per scenario and round (default 500)")
+    parser.add_argument("--rounds", type=int, help="rounds over all scenarios, pooled (default 2)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the parallel scenarios")
+    parser.add_argument("--no-fastmcp", action="store_true", help="skip the FastMCP baseline")
+    parser.add_argument("--profile", action="store_true", help="then sample the portal with py-spy")
+    parser.add_argument("--output", type=Path, default=RESULTS / "federation.json")
+    return parser
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through Services.close, which reaps every child
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    args = _parser().parse_args(argv)
+    settings = Settings(
+        calls=args.calls or (100 if args.quick else 500),
+        warmup=10 if args.quick else 50,
+        rounds=args.rounds or (1 if args.quick else 2),
+        clients=max(2, args.clients),
+        budget=10.0 if args.quick else 30.0,
+        quick=args.quick,
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    scenarios = _scenarios(settings.clients)
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp, Services(Path(tmp)) as services:
+        try:
+            upstream, upstream_pid = _start_everything(services)
+            targets: dict[TargetName, Target | str] = {
+                "direct": Target(upstream, "echo", None),
+                "portal": _start_portal(services, upstream, Path(tmp)),
+            }
+        except BenchError as error:
+            print(f"bench: error: {error}", file=sys.stderr)
+            return 2
+        if args.no_fastmcp:
+            targets["fastmcp"] = "skipped (--no-fastmcp)"
+        else:
+            try:
+                targets["fastmcp"] = _start_fastmcp(services, upstream)
+            except (Unavailable, BenchError) as error:
+                targets["fastmcp"] = f"FastMCP {FASTMCP_VERSION} unavailable: {error}"
+        results = anyio.run(_measure, scenarios, targets, upstream_pid, settings)
+        portal = targets["portal"]
+        profiles: dict[str, ProfileSummary | str] = {}
+        if args.profile and isinstance(portal, Target):
+            profiles = _profile(services, portal, 300 if args.quick else 1500, settings.clients)
+    summaries = {key: result.summary() for key, result in results.items()}
+    ratios = _ratios(summaries, settings.clients)
+    report = {
+        "benchmark": "federation",
+        "date": started.isoformat(timespec="seconds"),
+        "machine": _machine() | {"loadavg_at_start": load_before},
+        "git": _git(),
+        "settings": {
+            "calls": settings.calls,
+            "warmup": settings.warmup,
+            "rounds": settings.rounds,
+            "clients": settings.clients,
+            "budget_s": settings.budget,
+            "quick": settings.quick,
+        },
+        "scenarios": summaries,
+        "ratios": ratios,
+        "profile": profiles,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    _print_table(summaries, ratios)
+    _print_profile(profiles)
+    print(f"\nresults: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

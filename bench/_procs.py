@@ -145,9 +145,13 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], *, name: str, services: 
             raise BenchError(f"{name} exited with status {proc.returncode}: {services.log_tail(name)}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                pass
         except OSError:
             time.sleep(0.05)
+            continue
+        time.sleep(0.2)  # a server that lost the port to another process exits at once (EADDRINUSE)
+        if proc.poll() is None:
+            return
     raise BenchError(f"{name} did not listen on 127.0.0.1:{port} within {timeout}s: {services.log_tail(name)}")
 
 

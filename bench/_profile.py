@@ -21,12 +21,24 @@ __all__ = ["ProfileSummary", "record", "summarize"]
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 _STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 _SDK = {"mcp", "mcp_types"}
+_ENTRY = {"cli.py", "__main__.py"}
+"""Portal modules that only start the process: on every stack of the event loop, so not charged as portal work."""
+_WAITING = {
+    ("threading.py", "Condition.wait"),
+    ("threading.py", "Event.wait"),
+    ("queue.py", "Queue.get"),
+    ("selectors.py", "EpollSelector.select"),
+}
+"""Leaf frames of a thread that waits (py-spy still reports some of them as active): left out of the shares."""
 
 
 class ProfileSummary(TypedDict):
     """Shares of on-CPU samples of the portal process (py-spy, idle time excluded)."""
 
     samples: int
+    """Samples of running code (waiting leaves excluded)."""
+    waiting: int
+    """Samples whose leaf was a wait (a worker thread's queue, the event loop's select), left out."""
     owner: dict[str, float]
     """Each sample charged to the innermost portal or SDK frame on its stack, else to the leaf's package."""
     self_by_package: dict[str, float]
@@ -66,7 +78,7 @@ def record(py_spy: Path, pid: int, out: Path, *, services: Services, name: str, 
 
 def _category(file: str, portal_root: Path) -> str:
     if file.startswith(f"{portal_root}/"):
-        return "portal"
+        return "entry" if file.removeprefix(f"{portal_root}/") in _ENTRY else "portal"
     if "/site-packages/" in file:
         package = file.split("/site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
         return "mcp SDK" if package in _SDK else package
@@ -98,7 +110,7 @@ def summarize(path: Path, portal_root: Path) -> ProfileSummary:
     by_package: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     portal_inclusive: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -108,9 +120,12 @@ def summarize(path: Path, portal_root: Path) -> ProfileSummary:
         for raw in stack.split(";"):
             match = _FRAME.match(raw)
             frames.append((match["func"], match["file"]) if match else (raw, "?"))
+        leaf_func, leaf_file = frames[-1]
+        if (Path(leaf_file).name, leaf_func) in _WAITING:
+            waiting += count
+            continue
         total += count
         categories = [_category(file, portal_root) for _, file in frames]
-        leaf_func, leaf_file = frames[-1]
         by_package[categories[-1]] += count
         self_time[_label(leaf_func, leaf_file, portal_root)] += count
         owner[next((c for c in reversed(categories) if c in ("portal", "mcp SDK")), categories[-1])] += count
@@ -118,9 +133,10 @@ def summarize(path: Path, portal_root: Path) -> ProfileSummary:
         for label in seen:
             portal_inclusive[label] += count
     if total == 0:
-        return ProfileSummary(samples=0, owner={}, self_by_package={}, top_self=[], top_portal=[])
+        return ProfileSummary(samples=0, waiting=waiting, owner={}, self_by_package={}, top_self=[], top_portal=[])
     return ProfileSummary(
         samples=total,
+        waiting=waiting,
         owner=dict(_shares(owner, total, 12)),
         self_by_package=dict(_shares(by_package, total, 15)),
         top_self=_shares(self_time, total, 20),

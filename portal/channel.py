@@ -36,6 +36,11 @@ class ClientChannel(Protocol):
         ...
 
     @property
+    def wants_logs(self) -> bool:
+        """Whether a handshake-era client asked for log messages (``logging/setLevel``)."""
+        ...
+
+    @property
     def wants_progress(self) -> bool:
         """Whether the client asked for progress notifications on this request."""
         ...
@@ -79,6 +84,7 @@ class NullChannel:
     can_relay = False
     modern = False
     wants_progress = False
+    wants_logs = False
     capabilities: types.ClientCapabilities | None = None
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:

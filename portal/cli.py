@@ -83,9 +83,8 @@ def _servers_import(args: argparse.Namespace) -> int:
     from portal.importer import import_servers
 
     config = _config_path(args.config) or _DEFAULT_CONFIG
-    names = import_servers(Path(args.file), config)
+    names = import_servers(Path(args.file), config)  # validates the whole new file before replacing it
     print(f"imported {len(names)} server(s) into {config}: {', '.join(names)}")
-    load_settings(config)  # the whole file must still load
     return 0
 
 

@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,10 +26,13 @@ __all__ = [
     "Settings",
     "expand_env",
     "is_loopback_host",
+    "is_valid_name",
     "load_settings",
+    "settings_from_mapping",
 ]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_NAME_RULE = f"must match {_NAME.pattern} (a letter or digit, then up to 31 letters, digits, '_' or '-')"
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -45,7 +48,9 @@ class PortalSettings(_Strict):
     data_dir: Path = Path(".dockyard")
     """SQLite database, upstream logs and other files live here. Relative paths are relative to the config file."""
     database: str | None = None
-    """SQLAlchemy URL of the database; defaults to SQLite (WAL) in ``data_dir``. ``postgresql://...`` to scale out."""
+    """SQLAlchemy URL of the database; defaults to SQLite (WAL) in ``data_dir``. ``postgresql://...`` to scale out.
+
+    ``${VAR}`` expands from the portal's environment, so a password need not be in the file."""
     max_stdio_children: Annotated[int, Field(ge=1, le=1024)] = 64
     """Cap on stdio upstream processes the portal runs at once."""
     health_interval: Annotated[float, Field(gt=0, le=3600)] = 15.0
@@ -61,6 +66,10 @@ class PortalSettings(_Strict):
             raise ValueError(f"must be an http(s) URL such as 'http://127.0.0.1:8000', got {value!r}")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError(f"must be an origin without path, query or fragment, got {value!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+        except ValueError:
+            raise ValueError(f"has an invalid port, got {value!r}") from None
         return value.rstrip("/")
 
     @property
@@ -109,6 +118,10 @@ class ServerSettings(_Strict):
     """``true``: tool and prompt names are ``NAME__tool``; a string replaces NAME; ``false`` keeps upstream names."""
     enabled: bool = True
     """``false`` keeps the entry in the file without connecting to it."""
+    client_sessions: Literal["auto", "shared"] = "auto"
+    """``auto``: a handshake-era client that can answer elicitation/sampling, or asked for logs, gets its own
+    session to this server (a process per client for stdio); ``shared``: one session serves everyone, and
+    the server must ask for input with 2026-07-28 input-required results."""
     connect_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     """Seconds allowed for starting and initialising the upstream."""
     call_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
@@ -128,8 +141,8 @@ class ServerSettings(_Strict):
             raise ValueError(f"'url' must be http(s), got {self.url!r}")
         if self.module is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.module):
             raise ValueError(f"'module' must look like 'package.module:attribute', got {self.module!r}")
-        if isinstance(self.prefix, str) and not _NAME.match(self.prefix):
-            raise ValueError(f"'prefix' must match {_NAME.pattern}, got {self.prefix!r}")
+        if isinstance(self.prefix, str) and not is_valid_name(self.prefix):
+            raise ValueError(f"'prefix' {_NAME_RULE}, got {self.prefix!r}")
         return self
 
     @property
@@ -155,8 +168,8 @@ class Settings(_Strict):
     @classmethod
     def _names(cls, value: dict[str, ServerSettings]) -> dict[str, ServerSettings]:
         for name in value:
-            if not _NAME.match(name):
-                raise ValueError(f"server name {name!r} must match {_NAME.pattern}")
+            if not is_valid_name(name):
+                raise ValueError(f"server name {name!r} {_NAME_RULE}")
         return value
 
     @property
@@ -167,15 +180,32 @@ class Settings(_Strict):
         return f"sqlite:///{self.portal.data_dir / 'dockyard.db'}"
 
     def with_overrides(self, *, host: str | None = None, port: int | None = None) -> Settings:
-        """A copy whose ``public_url`` uses another host or port (``dockyard serve --host/--port``)."""
+        """A copy whose ``public_url`` uses another host or port (``dockyard serve --host/--port``).
+
+        ``host`` may be an IPv6 address with or without brackets.
+
+        Raises:
+            ConfigError: The resulting ``public_url`` is not valid (source ``--host/--port``).
+        """
         if host is None and port is None:
             return self
         parts = urlsplit(self.portal.public_url)
         new_host = host or parts.hostname or "127.0.0.1"
+        if new_host.startswith("[") and new_host.endswith("]"):
+            new_host = new_host[1:-1]
         if ":" in new_host:
             new_host = f"[{new_host}]"
         url = f"{parts.scheme}://{new_host}:{port or self.portal.bind_port}"
-        return self.model_copy(update={"portal": self.portal.model_copy(update={"public_url": url})})
+        try:  # validated again: model_copy alone would skip the checks of public_url
+            portal = PortalSettings.model_validate({**self.portal.model_dump(), "public_url": url})
+        except ValidationError as error:
+            raise _validation_error("--host/--port", error, root="portal") from None
+        return self.model_copy(update={"portal": portal})
+
+
+def is_valid_name(value: str) -> bool:
+    """Whether ``value`` may be a server name or a ``prefix`` string."""
+    return _NAME.fullmatch(value) is not None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -236,9 +266,28 @@ def _expand_servers(raw: dict[str, Any], environ: Mapping[str, str], source: str
                 }
 
 
-def _validation_error(source: str, error: ValidationError) -> ConfigError:
+def _expand_portal(raw: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
+    portal = raw.get("portal")
+    if not isinstance(portal, dict):
+        return
+    database = cast(dict[str, object], portal).get("database")
+    if isinstance(database, str):
+        portal["database"] = expand_env(database, environ, source=source, key="portal.database")
+
+
+def _check_server_names(raw: dict[str, Any], source: str) -> None:
+    """Refuse a bad server name under its own key, ``servers.NAME`` (pydantic would report ``servers``)."""
+    servers = raw.get("servers")
+    if not isinstance(servers, dict):
+        return
+    for name in servers:  # pyright: ignore[reportUnknownVariableType]
+        if isinstance(name, str) and not is_valid_name(name):
+            raise ConfigError(source, f"servers.{name}", f"server name {name!r} {_NAME_RULE}")
+
+
+def _validation_error(source: str, error: ValidationError, *, root: str = "") -> ConfigError:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    key = ".".join([*([root] if root else []), *(str(part) for part in first["loc"])])
     reason = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         reason = "unknown key (see dockyard.example.toml for the keys this version understands)"
@@ -249,11 +298,16 @@ def _validation_error(source: str, error: ValidationError) -> ConfigError:
 
 
 def settings_from_mapping(raw: dict[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str]) -> Settings:
-    """Validate a parsed configuration mapping.
+    """Validate a parsed configuration mapping, exactly as :func:`load_settings` validates a file.
+
+    ``${VAR}`` references are expanded (in place) in the server fields that take them and in
+    ``[portal] database``.
 
     Raises:
         ConfigError: The mapping is not a valid configuration.
     """
+    _check_server_names(raw, source)
+    _expand_portal(raw, environ, source)
     _expand_servers(raw, environ, source)
     try:
         settings = Settings.model_validate({**raw, "source": source})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 import mcp_types as types
 from mcp.server import Server
@@ -33,6 +33,9 @@ PRINCIPAL_SCOPE_KEY = "dockyard.principal"
 """ASGI scope key where authentication middleware leaves the verified :class:`Principal`."""
 
 Ctx = ServerRequestContext[Any, Any]
+
+_LOG_LEVEL_KEY = "dockyard.log_level"
+_LEVELS: tuple[str, ...] = get_args(types.LoggingLevel)
 
 # Listings are filtered per principal (SECURITY.md T4): a cached result must never be shared.
 _PRIVATE = CacheHint(ttl_ms=0, scope="private")
@@ -62,6 +65,8 @@ class _RequestChannel:
         )
         meta = ctx.meta
         self.wants_progress = meta is not None and meta.get("progress_token") is not None
+        self._log_level: str | None = None if self.modern else self._connection.state.get(_LOG_LEVEL_KEY)
+        self.wants_logs = self._log_level is not None
 
     @property
     def connection(self) -> object | None:
@@ -71,6 +76,8 @@ class _RequestChannel:
         await self._ctx.session.report_progress(progress, total, message)
 
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        if self._log_level is not None and _LEVELS.index(params.level) < _LEVELS.index(self._log_level):
+            return
         await self._ctx.session.send_notification(
             types.LoggingMessageNotification(params=params), related_request_id=self._ctx.request_id
         )
@@ -261,7 +268,10 @@ class _Handlers:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
     async def set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
-        # Upstream log messages reach a client through its own upstream sessions; the client filters by level.
+        # Upstream log messages then reach this client through upstream sessions of its own.
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            connection: Any = ctx.session._connection  # pyright: ignore[reportPrivateUsage]
+            connection.state[_LOG_LEVEL_KEY] = params.level
         return types.EmptyResult()
 
 

@@ -6,6 +6,9 @@ Hierarchy::
     ├── ConfigError          invalid configuration: names the file, the key and the reason
     ├── StorageError         the database cannot be opened or migrated
     ├── ServersImportError   an mcpServers file cannot be imported
+    ├── StateKeyError        the key file that signs requestState is unusable (too short, open to others)
+    ├── TamperedStateError   sealed state (``requestState``) not issued by this portal, or changed
+    │   └── ExpiredStateError    sealed state this portal issued whose expiry has passed
     └── GatewayError         a request the choke point refuses, translated once into a protocol error
         ├── UnknownTargetError   no such tool, prompt or resource for this principal
         ├── UpstreamUnavailableError  the upstream that owns the target is not connected
@@ -17,9 +20,12 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DockyardError",
+    "ExpiredStateError",
     "GatewayError",
     "ServersImportError",
+    "StateKeyError",
     "StorageError",
+    "TamperedStateError",
     "UnknownTargetError",
     "UpstreamUnavailableError",
     "WithheldToolError",
@@ -53,6 +59,18 @@ class StorageError(DockyardError):
 
 class ServersImportError(DockyardError):
     """An ``mcpServers`` JSON file cannot be imported."""
+
+
+class StateKeyError(DockyardError):
+    """The key file that signs ``requestState`` cannot be used (SECURITY.md T5, U3)."""
+
+
+class TamperedStateError(DockyardError):
+    """Sealed state was not issued by this portal, was changed, or is malformed (SECURITY.md T5)."""
+
+
+class ExpiredStateError(TamperedStateError):
+    """Sealed state was issued by this portal, but its expiry has passed."""
 
 
 class GatewayError(DockyardError):

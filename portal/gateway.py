@@ -315,13 +315,26 @@ class Gateway:
     async def _session_for(self, upstream: Upstream, channel: ClientChannel) -> tuple[ClientSession, _Relay | None]:
         """The shared session, or this client's own one when the upstream may call back into the client."""
         shared = upstream.session()
-        if not (channel.can_relay and channel.connection is not None and upstream.kind != "inprocess"):
+        # Most servers ask for input with server requests (ctx.elicit), which only a handshake-era session
+        # carries, and mid-request logs have no owner on a shared session: so a handshake-era client that
+        # can answer, or asked for logs, gets its own session unless the server is set to "shared".
+        needs_own = channel.wants_logs or channel.can_relay
+        if (
+            not needs_own
+            or channel.connection is None
+            or upstream.kind == "inprocess"
+            or upstream.settings.client_sessions == "shared"
+        ):
             return shared, None
         key = (channel.connection, upstream.name)
         async with self._dedicated_lock:
             dedicated = self._dedicated.get(key)
             if dedicated is None:
-                dedicated = await self._open_dedicated(upstream)
+                try:
+                    dedicated = await self._open_dedicated(upstream)
+                except UpstreamUnavailableError as error:
+                    logger.warning("using the shared session of %s for a client: %s", upstream.name, error)
+                    return shared, None
                 self._dedicated[key] = dedicated
 
                 async def forget() -> None:

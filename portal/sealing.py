@@ -1,71 +1,196 @@
 """Authenticated opaque state handed to clients (SECURITY.md T5).
 
 ``requestState`` the portal returns in an input-required result wraps the upstream's own state with the
-server, tool and principal it belongs to, signed with HMAC-SHA256. A tampered or foreign state is refused.
+server, tool and principal it belongs to, signed with HMAC-SHA256. A tampered or foreign state is refused,
+and so is one sealed with a time to live that has run out.
+
+Two token forms, both ``VERSION.BODY.TAG`` in URL-safe base64 without padding:
+
+- ``dy1``: BODY is the JSON value; TAG is the HMAC of BODY. Never expires.
+- ``dy2``: BODY is ``{"exp": UNIX_SECONDS, "v": VALUE}``; TAG is the HMAC of ``dy2.BODY``, so neither form's
+  tag can be replayed as the other's.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
+import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["Sealer", "TamperedStateError", "load_or_create_key"]
+from portal.errors import ExpiredStateError, StateKeyError, TamperedStateError
+
+__all__ = ["KEY_SIZE", "ExpiredStateError", "Sealer", "StateKeyError", "TamperedStateError", "load_or_create_key"]
+
+KEY_SIZE = 32
+"""Bytes of a state key."""
 
 
-class TamperedStateError(ValueError):
-    """The state was not issued by this portal, or was changed."""
+def _read_key(path: Path) -> bytes:
+    """The key in ``path``, refusing a file that other users could read or write (U3).
 
-
-def load_or_create_key(path: Path) -> bytes:
-    """Read a 32-byte key from ``path``, creating it (mode 0600) on first use."""
+    Raises:
+        FileNotFoundError: There is no key file yet.
+        StateKeyError: The file is open to group or others, too short, or unreadable.
+    """
     try:
-        key = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as handle:
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            if mode & 0o077:
+                raise StateKeyError(
+                    f"the state key {str(path)!r} is accessible by group or others (mode {mode:04o}); "
+                    f"run 'chmod 600 {path}' so only the portal's user can read it"
+                )
+            key = handle.read()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key)
-        finally:
-            os.close(fd)
-        return key
-    if len(key) < 32:
-        raise ValueError(f"{path} holds {len(key)} bytes; a state key needs 32")
+        raise
+    except OSError as error:
+        raise StateKeyError(f"cannot read the state key {str(path)!r}: {error.strerror or error}") from None
+    if len(key) < KEY_SIZE:
+        raise StateKeyError(
+            f"the state key {str(path)!r} holds {len(key)} bytes; a state key needs {KEY_SIZE}: delete the file to "
+            "have a new key created (requestState values already issued then stop working)"
+        )
     return key
 
 
+def load_or_create_key(path: Path) -> bytes:
+    """Read the state key from ``path``, creating it (mode 0600) on first use.
+
+    The key is written to a temporary file and then linked into place, so a process that finds the file
+    always finds the whole key; when two processes create it at once, both end up with the winner's key.
+
+    Raises:
+        StateKeyError: The file is too short, is readable or writable by group or others, or cannot be read
+            or created.
+    """
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_private_temp(path)
+    except OSError as error:
+        raise StateKeyError(f"cannot create the state key {str(path)!r}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(KEY_SIZE))
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process created it first: use its key
+            os.link(tmp, path)
+    except OSError as error:
+        raise StateKeyError(f"cannot create the state key {str(path)!r}: {error.strerror or error}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    try:
+        return _read_key(path)
+    except FileNotFoundError:  # a symbolic link to nowhere: linking failed, yet there is nothing to read
+        raise StateKeyError(
+            f"cannot read the state key {str(path)!r}: missing right after being created (a broken symbolic link?)"
+        ) from None
+
+
+def _create_private_temp(path: Path) -> tuple[int, str]:
+    """An exclusive new file next to ``path`` with mode 0600 whatever the umask."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        os.fchmod(fd, 0o600)
+        return fd, str(tmp)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class Sealer:
-    """Seals JSON-able values into URL-safe strings and opens them again."""
+    """Seals JSON-able values into URL-safe strings and opens them again.
 
-    def __init__(self, key: bytes) -> None:
+    Args:
+        key: The signing key (see :func:`load_or_create_key`).
+        clock: Seconds since the epoch; the default is :func:`time.time`.
+    """
+
+    def __init__(self, key: bytes, *, clock: Callable[[], float] = time.time) -> None:
         self._key = key
+        self._clock = clock
 
-    def seal(self, value: dict[str, Any]) -> str:
-        """Sign ``value``; the result is opaque to clients."""
-        body = base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).rstrip(b"=")
-        tag = base64.urlsafe_b64encode(hmac.digest(self._key, body, hashlib.sha256)).rstrip(b"=")
-        return f"dy1.{body.decode()}.{tag.decode()}"
+    def _tag(self, message: str) -> str:
+        # surrogatepass: a token comes from the client and may hold any string; it must fail the check, not crash.
+        return _b64(hmac.digest(self._key, message.encode("utf-8", "surrogatepass"), hashlib.sha256))
+
+    def seal(self, value: dict[str, Any], *, ttl: float | None = None) -> str:
+        """Sign ``value``; the result is opaque to clients.
+
+        Args:
+            value: A JSON-able mapping.
+            ttl: Seconds the token stays valid; None (the default) for no expiry.
+        """
+        if ttl is None:
+            body = _b64(json.dumps(value, separators=(",", ":")).encode())
+            return f"dy1.{body}.{self._tag(body)}"
+        if not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        expires = math.ceil(self._clock() + ttl)
+        body = _b64(json.dumps({"exp": expires, "v": value}, separators=(",", ":")).encode())
+        return f"dy2.{body}.{self._tag(f'dy2.{body}')}"
 
     def open(self, token: str) -> dict[str, Any]:
         """Verify and decode a sealed value.
 
         Raises:
             TamperedStateError: The token is malformed or its signature does not match.
+            ExpiredStateError: The token was sealed with a ``ttl`` that has run out.
         """
         try:
             version, body, tag = token.split(".")
         except ValueError:
             raise TamperedStateError("malformed requestState") from None
-        expected = base64.urlsafe_b64encode(hmac.digest(self._key, body.encode(), hashlib.sha256)).rstrip(b"=")
-        if version != "dy1" or not hmac.compare_digest(expected, tag.encode()):
+        if version == "dy1":
+            expected = self._tag(body)
+        elif version == "dy2":
+            expected = self._tag(f"dy2.{body}")
+        else:
             raise TamperedStateError("requestState was not issued by this portal or was modified")
-        value = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        if not hmac.compare_digest(expected.encode(), tag.encode("utf-8", "surrogatepass")):
+            raise TamperedStateError("requestState was not issued by this portal or was modified")
+        try:
+            value: object = json.loads(_unb64(body))
+        except (binascii.Error, ValueError):
+            raise TamperedStateError("malformed requestState") from None
+        if version == "dy2":
+            value = self._unexpired(value)
         if not isinstance(value, dict):
             raise TamperedStateError("malformed requestState")
-        return value  # pyright: ignore[reportUnknownVariableType]
+        return cast(dict[str, Any], value)
+
+    def _unexpired(self, envelope: object) -> object:
+        if not isinstance(envelope, dict):
+            raise TamperedStateError("malformed requestState")
+        fields = cast(dict[str, object], envelope)
+        expires = fields.get("exp")
+        if not isinstance(expires, int) or isinstance(expires, bool) or "v" not in fields:
+            raise TamperedStateError("malformed requestState")
+        if self._clock() >= expires:
+            raise ExpiredStateError("requestState has expired; start the request again")
+        return fields["v"]

@@ -263,10 +263,10 @@ async def test_elicitation_sampling_and_logs_from_an_upstream_reach_the_right_cl
     logs: dict[str, list[str]] = {"ada": [], "bob": []}
 
     def client_for(name: str) -> Client:
-        async def elicit(_ctx: Any, _params: Any) -> types.ElicitResult:
+        async def elicit(context: Any, params: Any) -> types.ElicitResult:
             return types.ElicitResult(action="accept", content={"name": name})
 
-        async def sample(_ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
             return types.CreateMessageResult(
                 role="assistant", content=types.TextContent(type="text", text=f"{name}-model"), model=name
             )
@@ -375,3 +375,13 @@ async def test_metrics_count_calls_per_tool_and_readyz_and_healthz_answer(tmp_pa
     )
     assert line.endswith(" 3.0")
     assert 'dockyard_upstream_up{kind="stdio",server="everything"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_python_server_named_by_module_is_mounted_in_process(tmp_path: Path, mode: str) -> None:
+    settings = make_settings(tmp_path, {"inproc": {"module": "tests.servers.interactive:server"}})
+    async with running_portal(settings) as portal, Client(portal.mcp_url, mode=mode) as client:  # type: ignore[arg-type]
+        assert portal.gateway.upstreams["inproc"].kind == "inprocess"
+        assert "inproc__describe" in {t.name for t in (await client.list_tools()).tools}
+        assert text_of(await client.call_tool("inproc__describe", {})) == "a thing"
+    assert descendants(os.getpid()) == set() or all("interactive" not in cmdline(p) for p in descendants(os.getpid()))

@@ -197,20 +197,33 @@ def test_a_failed_servers_import_exits_2_and_leaves_the_config_alone(
     assert config.read_text(encoding="utf-8") == '[servers.time]\ncommand = "x"\n'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `servers import` writes the file first and only then checks that the whole config loads: when "
-    "it does not (an imported '${VAR}' that is unset, or a name starting with '_'), it prints 'imported ...', "
-    "exits 2, and leaves the broken config on disk",
+@pytest.mark.parametrize(
+    "servers",
+    [{"api": {"command": "y", "args": ["${DOCKYARD_TEST_UNSET}"]}}, {"_private": {"command": "y"}}],
+    ids=["dollar sign in a value", "name starting with '_'"],
 )
 def test_servers_import_never_leaves_a_config_that_does_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, servers: dict[str, object]
+) -> None:
+    monkeypatch.delenv("DOCKYARD_TEST_UNSET", raising=False)
+    config = tmp_path / "dockyard.toml"
+    config.write_text('[servers.time]\ncommand = "x"\n', encoding="utf-8")
+    source = tmp_path / "s.json"
+    source.write_text(json.dumps({"mcpServers": servers}))
+    status, _, err = run(capsys, "-c", str(config), "servers", "import", str(source))
+    assert (status, err) == (0, "")
+    assert len(load_settings(config).servers) == 2
+
+
+def test_a_servers_import_that_would_not_load_exits_2_without_claiming_success(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DOCKYARD_TEST_UNSET", raising=False)
     config = tmp_path / "dockyard.toml"
     config.write_text('[servers.time]\ncommand = "x"\n', encoding="utf-8")
     source = tmp_path / "s.json"
-    source.write_text(json.dumps({"mcpServers": {"api": {"command": "y", "args": ["${DOCKYARD_TEST_UNSET}"]}}}))
-    status, _, _ = run(capsys, "-c", str(config), "servers", "import", str(source))
-    load_settings(config)
-    assert status == 0
+    source.write_text(json.dumps({"mcpServers": {"api": {"command": "y", "args": ["${env:DOCKYARD_TEST_UNSET}"]}}}))
+    status, out, err = run(capsys, "-c", str(config), "servers", "import", str(source))
+    assert (status, out) == (2, "")
+    assert err.startswith(f"dockyard: error: {source}: server 'api': args[0]: environment variable ")
+    assert config.read_text(encoding="utf-8") == '[servers.time]\ncommand = "x"\n'

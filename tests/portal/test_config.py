@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from portal.config import Settings, expand_env, is_loopback_host, load_settings
 from portal.errors import ConfigError
@@ -110,9 +112,19 @@ BAD_INPUTS = {
         "portal.public_url",
         "must be an origin without path",
     ),
-    "bad server name": ("[servers.'bad name']\ncommand = 'x'\n", "servers", "server name 'bad name' must match"),
-    "server name starting with a dash": ("[servers.-x]\ncommand = 'x'\n", "servers", "server name '-x' must match"),
-    "server name too long": (f"[servers.{'a' * 33}]\ncommand = 'x'\n", "servers", f"server name '{'a' * 33}'"),
+    "bad server name": (
+        "[servers.'bad name']\ncommand = 'x'\n",
+        "servers.bad name",
+        "server name 'bad name' must match [A-Za-z0-9][A-Za-z0-9_-]{0,31} (a letter or digit, then up to 31",
+    ),
+    "server name starting with a dash": ("[servers.-x]\ncommand = 'x'\n", "servers.-x", "server name '-x' must match"),
+    "server name too long": (
+        f"[servers.{'a' * 33}]\ncommand = 'x'\n",
+        f"servers.{'a' * 33}",
+        f"server name '{'a' * 33}'",
+    ),
+    "server name with a trailing newline": ('[servers."a\\n"]\ncommand = "x"\n', "servers.a\n", "server name 'a\\n'"),
+    "prefix with a trailing newline": ('[servers.a]\ncommand = "x"\nprefix = "p\\n"\n', "servers.a", "'prefix' must"),
     "bad prefix": ("[servers.a]\ncommand = 'x'\nprefix = 'no spaces'\n", "servers.a", "'prefix' must match"),
     "prefix too long": ("[servers.a]\ncommand = 'x'\nprefix = '" + "p" * 33 + "'\n", "servers.a", "'prefix' must"),
     "headers on a stdio server": (
@@ -141,6 +153,16 @@ BAD_INPUTS = {
     ),
     "unset variable in env": ("[servers.a]\ncommand = 'x'\nenv = { K = '${HOME_X}' }\n", "servers.a.env.K", "HOME_X"),
     "unset variable in url": ("[servers.a]\nurl = '${BASE}/mcp'\n", "servers.a.url", "'BASE' is not set"),
+    "unset variable in database": (
+        "[portal]\ndatabase = 'postgresql://dockyard:${PGPASSWORD}@db.example/dockyard'\n",
+        "portal.database",
+        "environment variable 'PGPASSWORD' is not set",
+    ),
+    "public_url with a port out of range": (
+        "[portal]\npublic_url = 'http://127.0.0.1:99999'\n",
+        "portal.public_url",
+        "has an invalid port, got 'http://127.0.0.1:99999'",
+    ),
 }
 
 
@@ -291,30 +313,41 @@ def test_with_overrides_replaces_only_the_host_or_port_of_public_url(
     assert changed.portal.bind_host == (host or settings.portal.bind_host).strip("[]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with_overrides brackets the host again when it is already bracketed: --host '[::1]' gives "
-    "'http://[[::1]]:8000', a public_url that no longer parses (model_copy skips validation)",
-)
-def test_with_overrides_accepts_a_bracketed_ipv6_host() -> None:
-    changed = Settings().with_overrides(host="[::1]")
+@pytest.mark.parametrize("host", ["[::1]", "::1"], ids=["bracketed", "bare"])
+def test_with_overrides_accepts_an_ipv6_host_with_or_without_brackets(host: str) -> None:
+    changed = Settings().with_overrides(host=host)
     assert changed.portal.public_url == "http://[::1]:8000"
     assert changed.portal.bind_host == "::1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: server names and prefix strings are checked with re.match and a '$' anchor, which also matches "
-    'before a final newline: [servers."a\\n"] and prefix = "p\\n" are accepted, and every tool of that '
-    "server is then exposed as 'a\\n__tool', which is not client-safe (use re.fullmatch or \\Z)",
-)
+def test_with_overrides_refuses_a_host_that_makes_public_url_invalid() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        Settings().with_overrides(port=70000)
+    assert (excinfo.value.source, excinfo.value.key) == ("--host/--port", "portal.public_url")
+    assert "has an invalid port, got 'http://127.0.0.1:70000'" in excinfo.value.reason
+
+
 @pytest.mark.parametrize(
     "text",
     ['[servers."a\\n"]\ncommand = "x"\n', '[servers.a]\ncommand = "x"\nprefix = "p\\n"\n'],
     ids=["server name", "prefix"],
 )
-def test_a_name_or_prefix_with_a_trailing_newline_is_refused(tmp_path: Path, text: str) -> None:
-    config_error(write(tmp_path, text))
+def test_a_name_or_prefix_with_a_trailing_newline_is_refused_even_when_built_in_code(text: str) -> None:
+    """G2: ``a\\n__tool`` would not be a client-safe name; the model refuses it, not only the file loader."""
+    raw = tomllib.loads(text)
+    with pytest.raises(ValidationError):
+        Settings.model_validate(raw)
+
+
+def test_the_database_url_expands_variables_so_the_password_can_come_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[portal]\ndatabase = 'postgresql://dockyard:${PGPASSWORD}@db.example/dockyard'\n")
+    settings = load_settings(path, environ={"PGPASSWORD": "s3cret"})
+    assert settings.database_url == "postgresql://dockyard:s3cret@db.example/dockyard"
+
+
+def test_a_bad_server_name_is_refused_before_any_variable_of_it_is_expanded(tmp_path: Path) -> None:
+    error = config_error(write(tmp_path, "[servers._x]\ncommand = '${UNSET}'\n"))
+    assert error.key == "servers._x"
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from portal.config import ServerSettings, load_settings
+from portal.config import ServerSettings, load_settings, settings_from_mapping
 from portal.errors import ServersImportError
 from portal.importer import import_servers, parse_mcp_servers, render_toml
 
@@ -34,9 +36,9 @@ def imported(document: object) -> dict[str, ServerSettings]:
     return dict(parse_mcp_servers(json.dumps(document), source="servers.json"))
 
 
-def import_error(source: Path, config: Path) -> ServersImportError:
+def import_error(source: Path, config: Path, *, environ: dict[str, str] | None = None) -> ServersImportError:
     with pytest.raises(ServersImportError) as excinfo:
-        import_servers(source, config)
+        import_servers(source, config, environ=environ)
     return excinfo.value
 
 
@@ -227,59 +229,172 @@ def test_render_toml_writes_only_what_differs_from_the_defaults() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: imported names are only cleaned of unsafe characters; a name starting with '_' (or '_' after "
-    "cleaning) is written, but the config requires a letter or digit first, so the written file no longer loads",
+def test_render_toml_escapes_dollar_signs_so_they_stay_literal() -> None:
+    assert render_toml([("a", ServerSettings(command="$x", env={"$K": "${V}"}, prefix="p"))]) == (
+        '[servers.a]\ncommand = "$$x"\nenv = { "$K" = "$${V}" }\nprefix = "p"\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("_private", "private"), ("_", "server"), ("__x__", "x__"), ("-_-a", "a"), ("a" * 31 + " b", "a" * 31)],
 )
-def test_an_imported_name_is_one_the_config_accepts(tmp_path: Path) -> None:
+def test_an_imported_name_is_one_the_config_accepts(tmp_path: Path, raw: str, name: str) -> None:
     config = tmp_path / "dockyard.toml"
-    [name] = import_servers(write_json(tmp_path, {"mcpServers": {"_private": {"command": "x"}}}), config)
+    assert import_servers(write_json(tmp_path, {"mcpServers": {raw: {"command": "x"}}}), config) == [name]
     assert name in load_settings(config, environ={}).servers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=tomllib.TOMLDecodeError,
-    reason="BUG: two source names that clean to the same config name ('a b' and 'a.b' both become 'a-b') "
-    "produce a duplicate [servers.a-b] table; the final tomllib check raises a bare TOMLDecodeError instead of "
-    "a ServersImportError (the CLI prints a traceback), and neither name is renamed",
-)
-def test_two_names_that_clean_alike_are_both_imported_or_clearly_refused(tmp_path: Path) -> None:
+def test_two_names_that_clean_alike_get_distinct_names_whatever_their_order(tmp_path: Path) -> None:
+    for order in (["a b", "a.b", "a-b"], ["a-b", "a.b", "a b"]):
+        document = {"mcpServers": {raw: {"command": raw} for raw in order}}
+        config = tmp_path / f"{'-'.join(order)}.toml"
+        names = dict(zip(order, import_servers(write_json(tmp_path, document), config), strict=True))
+        # A name that is already valid keeps it; the others take the next free numbered form, in sorted order.
+        assert names == {"a-b": "a-b", "a b": "a-b-2", "a.b": "a-b-3"}
+        servers = load_settings(config, environ={}).servers
+        assert {name: servers[name].command for name in names.values()} == {v: k for k, v in names.items()}
+
+
+def test_a_renamed_server_never_takes_a_name_the_config_already_has(tmp_path: Path) -> None:
     config = tmp_path / "dockyard.toml"
+    config.write_text('[servers.a-b-2]\ncommand = "old"\n', encoding="utf-8")
     source = write_json(tmp_path, {"mcpServers": {"a b": {"command": "x"}, "a.b": {"command": "y"}}})
-    try:
-        names = import_servers(source, config)
-    except ServersImportError:
-        return
-    assert len(set(names)) == 2
+    assert import_servers(source, config) == ["a-b", "a-b-3"]
+    assert set(load_settings(config, environ={}).servers) == {"a-b", "a-b-2", "a-b-3"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: values are written without escaping '$', but load_settings expands ${VAR} and $$ in server "
-    "fields: an imported '${VAR}' makes the file fail to load when VAR is unset, and '$$' silently becomes '$'",
-)
+def test_a_long_name_that_needs_a_number_stays_within_the_name_length() -> None:
+    names = [
+        name for name, _ in imported_list({"mcpServers": {"x" * 40: {"command": "a"}, "x" * 41: {"command": "b"}}})
+    ]
+    assert names == ["x" * 32, "x" * 30 + "-2"]
+
+
+def imported_list(document: object) -> list[tuple[str, ServerSettings]]:
+    return parse_mcp_servers(json.dumps(document), source="servers.json", environ={})
+
+
 def test_dollar_signs_in_imported_values_are_kept_literally(tmp_path: Path) -> None:
     config = tmp_path / "dockyard.toml"
-    args = ["--price", "$$5", "--template", "${NOT_SET}"]
-    import_servers(write_json(tmp_path, {"mcpServers": {"a": {"command": "x", "args": args}}}), config)
-    assert load_settings(config, environ={}).servers["a"].args == args
+    args = ["--price", "$$5", "--template", "${NOT_SET}", "$"]
+    entry = {"command": "$x", "args": args, "env": {"K": "${A:-b}"}, "cwd": "/srv/$HOME"}
+    import_servers(write_json(tmp_path, {"mcpServers": {"a": entry}}), config, environ={})
+    assert load_settings(config, environ={"A": "set", "HOME": "/root"}).servers["a"] == ServerSettings(
+        command="$x", args=args, env={"K": "${A:-b}"}, cwd=Path("/srv/$HOME")
+    )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=tomllib.TOMLDecodeError,
-    reason="BUG: render_toml writes keys with json.dumps (ensure_ascii), whose surrogate-pair escapes TOML "
-    "refuses, and values with raw control characters such as DEL that TOML basic strings forbid; the final "
-    "tomllib check then raises a bare TOMLDecodeError instead of writing a valid file or a ServersImportError",
+def test_a_url_server_keeps_dollar_signs_in_its_url_and_headers(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    entry = {"url": "https://h.example/$path", "headers": {"X-Price": "$$5"}}
+    import_servers(write_json(tmp_path, {"mcpServers": {"a": entry}}), config, environ={})
+    assert load_settings(config, environ={}).servers["a"] == ServerSettings.model_validate(entry)
+
+
+def test_vs_code_env_references_become_config_references(tmp_path: Path) -> None:
+    """U3: a secret the source kept in the environment stays there; the config only names the variable."""
+    config = tmp_path / "dockyard.toml"
+    document = {
+        "servers": {
+            "api": {"type": "http", "url": "${env:API_BASE}/mcp", "headers": {"Authorization": "Bearer ${env:TOKEN}"}}
+        }
+    }
+    environ = {"API_BASE": "https://api.example.com", "TOKEN": "t0k3n"}
+    import_servers(write_json(tmp_path, document), config, environ=environ)
+    text = config.read_text(encoding="utf-8")
+    assert 'url = "${API_BASE}/mcp"' in text
+    assert "t0k3n" not in text
+    server = load_settings(config, environ=environ).servers["api"]
+    assert (server.url, server.headers) == ("https://api.example.com/mcp", {"Authorization": "Bearer t0k3n"})
+
+
+def test_an_env_reference_to_an_unset_variable_is_refused_naming_the_server_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    source = write_json(tmp_path, {"mcpServers": {"api": {"command": "x", "env": {"K": "${env:UNSET_VAR}"}}}})
+    error = import_error(source, config, environ={})
+    assert str(error) == (
+        f"{source}: server 'api': env.K: environment variable 'UNSET_VAR' is not set (use ${{UNSET_VAR:-default}})"
+    )
+    assert not config.exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"command": "x", "env": {"TOKEN": "${input:api-token}"}},
+            "server 'my api': env.TOKEN: '${input:api-token}' asks the user for a value, which the portal cannot do; "
+            "put the value in an environment variable and use ${env:NAME} instead",
+        ),
+        (
+            {"url": "https://h/mcp", "headers": {"A": "Bearer ${input:t}"}},
+            "server 'my api': headers.A: '${input:t}' asks the user for a value",
+        ),
+        ({"command": "x", "args": ["${env:not-a-name}"]}, "server 'my api': args[0]: '${env:not-a-name}' is not a"),
+        (
+            {"command": "x", "url": "https://h/mcp"},
+            "server 'my api' has both 'command' and 'url'; remove one of them and import again",
+        ),
+        ({"command": "x", "serverUrl": "https://h/mcp"}, "server 'my api' has both 'command' and 'url'"),
+        ({"command": "x", "args": ["a\ud800b"]}, "server 'my api': args[0]: the value holds a lone surrogate, which"),
+        ({"command": "x", "env": {"K\udfff": "v"}}, "server 'my api': env: the key 'K\\udfff' holds a lone surrogate"),
+    ],
+    ids=[
+        "input in env",
+        "input in a header",
+        "env reference that is no name",
+        "command and url",
+        "serverUrl",
+        "lone surrogate in a value",
+        "lone surrogate in a key",
+    ],
 )
+def test_an_entry_the_portal_could_not_use_as_written_is_refused_clearly(
+    tmp_path: Path, entry: dict[str, object], message: str
+) -> None:
+    config = tmp_path / "dockyard.toml"
+    config.write_text(EXISTING, encoding="utf-8")
+    source = write_json(tmp_path, {"mcpServers": {"my api": entry}})
+    assert str(import_error(source, config)).startswith(f"{source}: {message}")
+    assert config.read_text(encoding="utf-8") == EXISTING
+
+
 @pytest.mark.parametrize(
     "entry",
-    [{"command": "x", "env": {"EMOJI_\U0001f600": "v"}}, {"command": "x", "args": ["a\x7fb"]}],
-    ids=["astral character in a key", "DEL in a value"],
+    [
+        {"command": "x", "env": {"EMOJI_\U0001f600": "v"}},
+        {"command": "x", "args": ["a\x7fb"]},
+        {"command": "x", "args": ["".join(map(chr, range(32))) + '"\\\'"']},
+        {"url": "https://h/mcp", "headers": {'We ird "key"\n': "\U0001f600"}},
+    ],
+    ids=["astral character in a key", "DEL in a value", "every control character", "odd header key"],
 )
 def test_any_json_string_survives_the_round_trip_through_toml(tmp_path: Path, entry: dict[str, object]) -> None:
     config = tmp_path / "dockyard.toml"
     import_servers(write_json(tmp_path, {"mcpServers": {"a": entry}}), config)
     assert load_settings(config, environ={}).servers["a"] == ServerSettings.model_validate(entry)
+
+
+@given(
+    st.text(min_size=1),
+    st.lists(st.text()),
+    st.dictionaries(st.text(), st.text(), max_size=3),
+)
+def test_render_toml_writes_settings_the_portal_reads_back_unchanged(
+    command: str, args: list[str], env: dict[str, str]
+) -> None:
+    server = ServerSettings(command=command, args=args, env=env)
+    text = render_toml([("a", server)])
+    settings = settings_from_mapping(tomllib.loads(text), source="<test>", base_dir=Path("/"), environ={})
+    assert settings.servers == {"a": server}
+
+
+def test_a_config_that_does_not_load_is_refused_before_importing(tmp_path: Path) -> None:
+    config = tmp_path / "dockyard.toml"
+    config.write_text('[servers.a]\ncommand = "${UNSET_VAR}"\n', encoding="utf-8")
+    error = import_error(write_json(tmp_path, {"mcpServers": {"b": {"command": "x"}}}), config, environ={})
+    assert str(error) == (
+        f"{config}: does not load, fix it before importing: servers.a.command: environment variable 'UNSET_VAR' "
+        "is not set (use ${UNSET_VAR:-default})"
+    )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from typing import Any
 
 import mcp_types as types
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
-from portal.pins import PinStore, tool_digest
+from portal.pins import PinCheck, PinStore, pin_key, tool_digest
 from portal.store import ToolPin, open_engine
 
 
@@ -191,20 +193,113 @@ def test_pins_survive_a_new_engine(database_url: str, engine: Engine) -> None:
     assert PinStore(engine).check("web", [tool("search", "changed")]).withheld == ()
 
 
-@pytest.mark.parametrize("name", ["t" * 300, "nul\x00byte"], ids=["300-character name", "NUL in the name"])
-def test_any_tool_name_an_upstream_reports_can_be_pinned(
-    request: pytest.FixtureRequest, database_url: str, engine: Engine, name: str
-) -> None:
+ODD_NAMES = {
+    "300-character name": "t" * 300,
+    "256-character name": "t" * 256,
+    "NUL in the name": "nul\x00byte",
+    "lone surrogate": "sur\ud800rogate",
+    "looks like a digest key": "#sha256:" + "0" * 64,
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_NAMES.values()), ids=list(ODD_NAMES))
+def test_any_tool_name_an_upstream_reports_can_be_pinned(engine: Engine, name: str) -> None:
     """G3: one odd tool name must not make pinning, and so the whole catalog rebuild, fail."""
-    if database_url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: ToolPin.tool is VARCHAR(256) and PostgreSQL text cannot hold NUL, so PinStore.check "
-                "raises DataError for a tool named with >256 characters or a NUL; on PostgreSQL only, that "
-                "exception leaves build_catalog and breaks the rebuild for every server",
-            )
-        )
     pins = PinStore(engine)
     check = pins.check("web", [tool(name), tool("ok")])
     assert names(check.approved) == [name, "ok"]
+
+
+@pytest.mark.parametrize("name", list(ODD_NAMES.values()), ids=list(ODD_NAMES))
+def test_a_tool_with_an_odd_name_is_pinned_withheld_and_accepted_like_any_other(engine: Engine, name: str) -> None:
+    """G3: the pin of an odd name works in full: a change is held, and ``tools accept`` releases it."""
+    pins = PinStore(engine)
+    pins.check("web", [tool(name), tool("ok")])
+    assert pins.check("web", [tool(name), tool("ok")]).withheld == ()
+    changed = tool(name, "Now also reads ~/.ssh.")
+    check = pins.check("web", [changed, tool("ok")])
+    assert (check.withheld, names(check.approved)) == ((changed,), ["ok"])
+    [pending] = pins.pending("web")
+    assert pending.tool == pin_key(name)
+    assert pending.pending_definition is not None
+    assert pending.pending_definition["name"] == name
+    assert pins.accept("web", name) == [pin_key(name)]
+    assert pins.check("web", [changed]).withheld == ()
+
+
+def test_a_name_the_database_can_hold_is_its_own_key_and_any_other_gets_a_fixed_length_digest() -> None:
+    assert pin_key("search") == "search"
+    assert pin_key("t" * 256) == "t" * 256
+    for name in ["t" * 257, "nul\x00byte", "sur\ud800rogate", "#sha256:x"]:
+        assert re.fullmatch(r"#sha256:[0-9a-f]{64}", pin_key(name)), name
+    assert pin_key("#sha256:" + "0" * 64) != "#sha256:" + "0" * 64  # an imitated key is not taken as one
+    assert len({pin_key(name) for name in ODD_NAMES.values()}) == len(ODD_NAMES)
+
+
+def test_the_digest_of_a_definition_with_a_lone_surrogate_is_stable() -> None:
+    assert tool_digest(tool("t", "odd \ud800 text")) == tool_digest(tool("t", "odd \ud800 text"))
+    assert tool_digest(tool("t", "odd \ud800 text")) != tool_digest(tool("t", "odd \ud801 text"))
+
+
+def test_a_tool_listed_twice_is_pinned_once(engine: Engine) -> None:
+    pins = PinStore(engine)
+    check = pins.check("web", [tool("search"), tool("search")])
+    assert names(check.approved) == ["search", "search"]
+    check = pins.check("web", [tool("search"), tool("search", "changed")])
+    assert (names(check.approved), names(check.withheld)) == (["search"], ["search"])
+
+
+def test_a_pin_another_portal_writes_while_this_one_pins_the_same_new_tool_is_kept(
+    database_url: str, engine: Engine
+) -> None:
+    """G3: two portals sharing a database pin a new tool once; the one that wrote second compares against it.
+
+    The other portal's check runs exactly between this portal's read of the pins and its insert, so both
+    saw no pin: the case that raised IntegrityError on the primary key before inserts used ON CONFLICT.
+    """
+    other = open_engine(database_url)
+    raced: list[PinCheck] = []
+
+    def other_portal_first(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("INSERT INTO tool_pins") and not raced:
+            raced.append(PinStore(other).check("web", [tool("search", "The other portal saw this.")]))
+
+    event.listen(engine, "before_cursor_execute", other_portal_first)
+    try:
+        check = PinStore(engine).check("web", [tool("search", "This portal saw this.")])
+    finally:
+        event.remove(engine, "before_cursor_execute", other_portal_first)
+        other.dispose()
+    assert names(raced[0].approved) == ["search"]
+    assert names(check.withheld) == ["search"]
+    pin = stored(engine, "web", "search")
+    assert pin.definition["description"] == "The other portal saw this."
+    assert pin.pending_definition is not None
+    assert pin.pending_definition["description"] == "This portal saw this."
+
+
+def test_two_portals_that_pin_the_same_new_tool_together_both_approve_it(database_url: str) -> None:
+    """G3: concurrent first sight of the same definition on two engines: both approve, one pin is stored."""
+    engines = [open_engine(database_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+    results: list[PinCheck] = []
+    errors: list[BaseException] = []
+
+    def pin(engine: Engine) -> None:
+        barrier.wait(timeout=10)
+        try:
+            results.append(PinStore(engine).check("web", [tool(f"t{n}") for n in range(20)]))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=pin, args=(engine,)) for engine in engines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert errors == []
+    assert [len(result.approved) for result in results] == [20] * len(engines)

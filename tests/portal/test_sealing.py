@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import string
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portal.sealing import Sealer, TamperedStateError, load_or_create_key
+from portal import errors
+from portal.errors import DockyardError
+from portal.sealing import ExpiredStateError, Sealer, StateKeyError, TamperedStateError, load_or_create_key
 
 KEY = bytes(range(32))
 STATE = {"server": "github", "tool": "create_issue", "principal": "alice", "upstream": "opaque-Ünïcode-✓", "n": 3}
@@ -110,5 +113,154 @@ def test_the_key_file_is_reused_once_created(tmp_path: Path) -> None:
 def test_a_key_file_that_is_too_short_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.key"
     path.write_bytes(b"short")
-    with pytest.raises(ValueError, match="holds 5 bytes; a state key needs 32"):
+    path.chmod(0o600)
+    with pytest.raises(StateKeyError) as excinfo:
         load_or_create_key(path)
+    assert str(excinfo.value) == (
+        f"the state key {str(path)!r} holds 5 bytes; a state key needs 32: delete the file to have a new key "
+        "created (requestState values already issued then stop working)"
+    )
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o602, 0o644, 0o610])
+def test_a_key_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    """T5/U3: whoever can read the key can forge requestState; whoever can write it can replace it."""
+    path = tmp_path / "state.key"
+    load_or_create_key(path)
+    path.chmod(mode)
+    with pytest.raises(StateKeyError) as excinfo:
+        load_or_create_key(path)
+    assert str(excinfo.value) == (
+        f"the state key {str(path)!r} is accessible by group or others (mode {mode:04o}); "
+        f"run 'chmod 600 {path}' so only the portal's user can read it"
+    )
+
+
+def test_a_key_path_that_cannot_be_read_is_a_state_key_error(tmp_path: Path) -> None:
+    (tmp_path / "state.key").mkdir(mode=0o700)
+    with pytest.raises(StateKeyError, match="cannot read the state key"):
+        load_or_create_key(tmp_path / "state.key")
+
+
+def test_a_key_whose_folder_is_a_file_is_a_state_key_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "a-file" / "state.key"
+    with pytest.raises(StateKeyError) as excinfo:
+        load_or_create_key(path)
+    assert str(excinfo.value) == f"cannot read the state key {str(path)!r}: Not a directory"
+
+
+def create_together(path: Path, processes: int) -> list[bytes]:
+    """The keys ``processes`` threads get from ``load_or_create_key(path)``, all started at once."""
+    barrier = threading.Barrier(processes)
+    keys: list[bytes] = []
+    failures: list[BaseException] = []
+
+    def create() -> None:
+        barrier.wait(timeout=10)
+        try:
+            keys.append(load_or_create_key(path))
+        except BaseException as failure:
+            failures.append(failure)
+
+    threads = [threading.Thread(target=create) for _ in range(processes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert failures == []
+    return keys
+
+
+def test_processes_that_create_the_key_at_the_same_time_all_get_the_same_key(tmp_path: Path) -> None:
+    """T5: portals sharing a data directory start together; each must sign with the key the others use."""
+    for attempt in range(10):
+        path = tmp_path / f"state-{attempt}.key"
+        assert create_together(path, 8) == [path.read_bytes()] * 8
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temporary file left
+
+
+def test_tampered_state_errors_belong_to_the_portals_error_hierarchy() -> None:
+    assert issubclass(TamperedStateError, DockyardError)
+    assert issubclass(ExpiredStateError, TamperedStateError)
+    assert issubclass(StateKeyError, DockyardError)
+    assert TamperedStateError is errors.TamperedStateError
+    assert {"ExpiredStateError", "StateKeyError", "TamperedStateError"} <= set(errors.__all__)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_value_sealed_with_a_ttl_opens_until_it_expires() -> None:
+    """T5: state with a time to live is refused once that time has passed."""
+    clock = Clock(1_000_000.0)
+    sealer = Sealer(KEY, clock=clock)
+    token = sealer.seal(STATE, ttl=60)
+    assert sealer.open(token) == STATE
+    clock.now += 59
+    assert sealer.open(token) == STATE
+    clock.now += 1
+    with pytest.raises(ExpiredStateError, match="requestState has expired"):
+        sealer.open(token)
+
+
+def test_a_value_sealed_without_a_ttl_never_expires() -> None:
+    clock = Clock(0.0)
+    sealer = Sealer(KEY, clock=clock)
+    token = sealer.seal(STATE)
+    clock.now = 10.0**12
+    assert sealer.open(token) == STATE
+
+
+def test_any_modified_character_of_an_expiring_token_is_rejected() -> None:
+    """T5: the expiry is signed with the value; extending it is tampering."""
+    sealer = Sealer(KEY, clock=Clock(1_000_000.0))
+    token = sealer.seal({"s": "x"}, ttl=60)
+    assert token.startswith("dy2.")
+    for variant in tampered(token):
+        with pytest.raises(TamperedStateError):
+            sealer.open(variant)
+
+
+def test_a_tag_of_one_token_form_is_not_valid_for_the_other() -> None:
+    sealer = Sealer(KEY)
+    _, body, tag = sealer.seal({"exp": 1, "v": {"principal": "mallory"}}).split(".")
+    with pytest.raises(TamperedStateError, match="not issued by this portal"):
+        sealer.open(f"dy2.{body}.{tag}")
+    _, body, tag = sealer.seal({"principal": "alice"}, ttl=60).split(".")
+    with pytest.raises(TamperedStateError, match="not issued by this portal"):
+        sealer.open(f"dy1.{body}.{tag}")
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan")])
+def test_a_ttl_that_is_not_positive_is_a_programming_error(ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl must be a positive number of seconds"):
+        Sealer(KEY).seal(STATE, ttl=ttl)
+
+
+@pytest.mark.parametrize("token", ["dy1.\ud800.AAAA", "dy1.e30.\ud800", "dy2.\udfff.x", "dy1.e30.é"])
+def test_a_token_with_characters_no_encoding_holds_is_rejected_not_a_crash(token: str) -> None:
+    with pytest.raises(TamperedStateError):
+        Sealer(KEY).open(token)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where no file can be created")
+def test_a_key_that_cannot_be_created_is_a_state_key_error() -> None:
+    path = Path("/proc/self/state.key")
+    with pytest.raises(StateKeyError) as excinfo:
+        load_or_create_key(path)
+    assert str(excinfo.value).startswith(f"cannot create the state key {str(path)!r}: ")
+
+
+def test_a_key_path_that_is_a_broken_symbolic_link_is_a_state_key_error(tmp_path: Path) -> None:
+    (tmp_path / "state.key").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(StateKeyError, match="a broken symbolic link"):
+        load_or_create_key(tmp_path / "state.key")
+    assert [p.name for p in tmp_path.iterdir()] == ["state.key"]  # no temporary file left

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, inspect
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, select
 
 from portal.errors import StorageError
@@ -19,24 +20,10 @@ TABLES = ["dockyard_schema", "tool_pins", "upstream_status", "audit_records"]
 
 
 def storage_error(url: str) -> StorageError:
-    """The StorageError that opening ``url`` raises.
-
-    open_engine does not dispose the engine when a migration refuses the database (see
-    test_a_refused_database_leaves_no_connection_open); dispose it here, so that a psycopg connection
-    garbage-collected later cannot raise a ResourceWarning inside an unrelated test.
-    """
+    """The StorageError that opening ``url`` raises."""
     with pytest.raises(StorageError) as excinfo:
         open_engine(url)
-    dispose_engines_in(excinfo.tb)
     return excinfo.value
-
-
-def dispose_engines_in(tb: TracebackType | None) -> None:
-    while tb is not None:
-        leaked = tb.tb_frame.f_locals.get("engine")
-        if isinstance(leaked, Engine):
-            leaked.dispose()
-        tb = tb.tb_next
 
 
 def schema_versions(engine: Engine) -> list[int]:
@@ -91,12 +78,6 @@ def test_a_database_with_a_newer_schema_version_is_refused(database_url: str) ->
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: open_engine disposes the engine on OperationalError/SQLAlchemyError but not when migrate() "
-    "raises StorageError (newer schema), so the pooled connection stays open until garbage collection, "
-    "where psycopg warns 'connection was deleted while still open'",
-)
 def test_a_refused_database_leaves_no_connection_open(
     postgres_url: str, postgres_connections: Callable[[], int]
 ) -> None:
@@ -106,12 +87,21 @@ def test_a_refused_database_leaves_no_connection_open(
         session.commit()
     engine.dispose()
     assert postgres_connections() == 0
-    with pytest.raises(StorageError) as excinfo:
+    with pytest.raises(StorageError):
         open_engine(postgres_url)
-    try:
-        assert postgres_connections() == 0
-    finally:
-        dispose_engines_in(excinfo.tb)
+    assert postgres_connections() == 0
+
+
+@pytest.mark.postgres
+def test_a_failed_migration_names_the_database_without_sql_or_help_links(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE dockyard_schema (unexpected integer)")
+    error = str(storage_error(postgres_url))
+    shown = make_url(postgres_url).set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
+    assert error.startswith(f"cannot migrate database {shown}: ")
+    assert "dockyard_schema.version does not exist" in error
+    assert "sqlalche.me" not in error
+    assert "[SQL:" not in error
 
 
 @pytest.mark.parametrize(
@@ -134,34 +124,35 @@ def test_an_unreachable_postgres_server_is_a_storage_error_without_the_password(
     assert "s3cret" not in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a URL that make_url cannot parse is echoed whole in the StorageError, password included "
-    "(SECURITY.md U3: nothing secret in errors)",
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql//dockyard:s3cret@db.example/dockyard",
+            "invalid database URL 'postgresql//***@db.example/dockyard': expected sqlite:///PATH or postgresql://",
+        ),
+        ("s3cret@db.example", "invalid database URL '***@db.example': expected "),
+        ("postgresql//db.example/x?password=s3cret", "invalid database URL 'postgresql//db.example/x?***': "),
+        (
+            "postgresql://dockyard:s3cret@db.example:five/dockyard",
+            "invalid database URL 'postgresql://***@db.example:five/dockyard': the port must be a number",
+        ),
+    ],
+    ids=["missing colon", "no scheme", "password in the query", "non-numeric port"],
 )
-def test_a_malformed_url_is_reported_without_its_password() -> None:
-    assert "s3cret" not in str(storage_error("postgresql//dockyard:s3cret@db.example/dockyard"))
+def test_a_malformed_url_is_reported_without_its_password(url: str, message: str) -> None:
+    """U3: nothing secret in errors, even for a URL that cannot be parsed to find the password in it."""
+    error = str(storage_error(url))
+    assert error.startswith(message)
+    assert "s3cret" not in error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: make_url raises ValueError (not ArgumentError) for a non-numeric port, which open_engine "
-    "does not catch: the CLI shows a traceback instead of 'dockyard: error: ...'",
-)
-def test_a_url_with_a_non_numeric_port_is_a_storage_error() -> None:
-    with pytest.raises(StorageError):
-        open_engine("postgresql://dockyard@db.example:five/dockyard")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: open_engine creates the SQLite file's directory outside its try blocks, so an unusable "
-    "data_dir raises a bare OSError (here FileExistsError) instead of StorageError",
-)
 def test_a_sqlite_path_whose_folder_cannot_be_created_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(StorageError):
-        open_engine(f"sqlite:///{tmp_path / 'a-file' / 'dockyard.db'}")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'dockyard.db'}"
+    assert str(storage_error(url)).startswith(
+        f"cannot open database {url}: cannot create its folder {str(tmp_path / 'a-file')!r}: "
+    )
 
 
 def test_a_sqlite_database_is_created_with_its_folder_in_wal_mode(tmp_path: Path) -> None:

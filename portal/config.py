@@ -297,6 +297,12 @@ def _validation_error(source: str, error: ValidationError, *, root: str = "") ->
     return ConfigError(source, key, reason)
 
 
+def _default_builtins() -> tuple[str, ...]:
+    from servers import DEFAULT_ENABLED
+
+    return tuple(DEFAULT_ENABLED)
+
+
 def settings_from_mapping(raw: dict[str, Any], *, source: str, base_dir: Path, environ: Mapping[str, str]) -> Settings:
     """Validate a parsed configuration mapping, exactly as :func:`load_settings` validates a file.
 
@@ -320,6 +326,8 @@ def settings_from_mapping(raw: dict[str, Any], *, source: str, base_dir: Path, e
         name: s if s.cwd is None or s.cwd.is_absolute() else s.model_copy(update={"cwd": base_dir / s.cwd})
         for name, s in settings.servers.items()
     }
+    for name in _default_builtins():  # built-ins are on unless the config names them (e.g. enabled = false)
+        servers.setdefault(name, ServerSettings(builtin=name))
     return settings.model_copy(
         update={"portal": settings.portal.model_copy(update={"data_dir": data_dir}), "servers": servers}
     )

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from portal.cli import main
 from portal.config import load_settings, settings_from_mapping
 
@@ -40,3 +42,16 @@ def test_every_command_in_the_readme_table_exists(capsys: object) -> None:
             main([*command.split(), "--help"])
         except SystemExit as exit:
             assert exit.code == 0, command
+
+
+def test_built_ins_enabled_by_default_join_every_configuration_unless_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import servers
+
+    monkeypatch.setattr(servers, "BUILTINS", {"clock": "tests.servers.interactive:server"})
+    monkeypatch.setattr(servers, "DEFAULT_ENABLED", ("clock",))
+    defaults = settings_from_mapping({}, source="<t>", base_dir=tmp_path, environ={})
+    assert defaults.servers["clock"].builtin == "clock"
+    off = {"servers": {"clock": {"builtin": "clock", "enabled": False}}}
+    assert not settings_from_mapping(off, source="<t>", base_dir=tmp_path, environ={}).servers["clock"].enabled

@@ -385,3 +385,44 @@ async def test_a_python_server_named_by_module_is_mounted_in_process(tmp_path: P
         assert "inproc__describe" in {t.name for t in (await client.list_tools()).tools}
         assert text_of(await client.call_tool("inproc__describe", {})) == "a thing"
     assert descendants(os.getpid()) == set() or all("interactive" not in cmdline(p) for p in descendants(os.getpid()))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_cancelled_call_is_cancelled_upstream_and_the_session_stays_usable(tmp_path: Path, mode: str) -> None:
+    settings = make_settings(tmp_path, {"svc": python_server("interactive.py", "--stdio")})
+    marker = tmp_path / "cancelled"
+    async with running_portal(settings) as portal, Client(portal.mcp_url, mode=mode) as client:  # type: ignore[arg-type]
+        started = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            started.set()
+
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                await client.call_tool("svc__wait_for_cancel", {"marker": str(marker)}, progress_callback=on_progress)
+
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                await started.wait()
+            tg.cancel_scope.cancel()
+        await wait_for(marker.exists, timeout=10)
+        assert text_of(await client.call_tool("svc__describe", {})) == "a thing"
+
+
+async def test_a_remote_sse_server_is_federated(tmp_path: Path) -> None:
+    from tests.support import EVERYTHING_JS, free_port, node
+
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "PORT": str(port), "HOME": os.environ.get("HOME", "/root")}
+    proc = await anyio.open_process([node(), str(EVERYTHING_JS), "sse"], env=env, start_new_session=True)
+    try:
+        server = {"url": f"http://127.0.0.1:{port}/sse", "transport": "sse", "connect_timeout": 5.0}
+        settings = make_settings(tmp_path, {"legacy": server})
+        async with running_portal(settings, wait_ready=False) as portal:
+            await wait_for(lambda: portal.gateway.upstreams["legacy"].connected, timeout=30)
+            async with Client(portal.mcp_url, mode="2026-07-28") as client:
+                assert text_of(await client.call_tool("legacy__echo", {"message": "sse"})) == "Echo: sse"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()

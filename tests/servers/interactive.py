@@ -54,6 +54,21 @@ async def chatty(steps: int, ctx: Context) -> str:
     return "done"
 
 
+@server.tool()
+async def wait_for_cancel(marker: str, ctx: Context) -> str:
+    """Wait up to 30 s; if the request is cancelled first, create the file ``marker``."""
+    import anyio
+
+    try:
+        await ctx.report_progress(0, 1, "waiting")
+        await anyio.sleep(30)
+    except anyio.get_cancelled_exc_class():
+        with open(marker, "w") as handle:
+            handle.write("cancelled")
+        raise
+    return "not cancelled"
+
+
 @server.tool(description="Describe things. Version one.")
 def describe() -> str:
     """Describe."""

@@ -56,9 +56,11 @@ class AuditEvent:
 class AuditLog:
     """Batches audit records into the ``audit_records`` table."""
 
-    def __init__(self, engine: Engine, *, batch_size: int = 500) -> None:
+    def __init__(self, engine: Engine, *, batch_size: int = 500, linger: float = 0.05) -> None:
         self._engine = engine
         self._batch_size = batch_size
+        self._linger = linger
+        self._flush_now = anyio.Event()
         self._pending: list[dict[str, Any]] = []
         self._wakeup = anyio.Event()
         self._written = 0
@@ -94,6 +96,7 @@ class AuditLog:
         target = self._queued
         async with self._progress:
             while self._written < target:
+                self._flush_now.set()
                 self._wakeup.set()
                 await self._progress.wait()
 
@@ -102,7 +105,11 @@ class AuditLog:
         try:
             while True:
                 await self._wakeup.wait()
+                # Let a batch build up: one transaction per batch instead of one per call.
+                with anyio.move_on_after(self._linger):
+                    await self._flush_now.wait()
                 self._wakeup = anyio.Event()
+                self._flush_now = anyio.Event()
                 await self._write_pending()
         finally:
             with anyio.CancelScope(shield=True):

@@ -27,12 +27,15 @@ logger = logging.getLogger("dockyard.audit")
 Status = Literal["ok", "error", "denied", "unavailable", "withheld", "unknown", "cancelled"]
 
 
-def arguments_digest(arguments: Mapping[str, Any] | None) -> str | None:
-    """SHA-256 of the canonical JSON of call arguments (the arguments themselves are not recorded)."""
+def arguments_digest(arguments: Mapping[str, Any] | None) -> tuple[str | None, int]:
+    """SHA-256 of the canonical JSON of call arguments, and its size in bytes.
+
+    Only the digest is recorded, never the arguments themselves.
+    """
     if arguments is None:
-        return None
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+        return None, 0
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(canonical).hexdigest(), len(canonical)
 
 
 @dataclass(frozen=True, slots=True)

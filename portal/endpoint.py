@@ -166,7 +166,7 @@ class _PortalServer(Server[Any]):
 
 
 def _not_found(error: UnknownTargetError) -> MCPError:
-    return MCPError(code=types.INVALID_PARAMS, message=str(error).strip("'\""))
+    return MCPError(code=types.INVALID_PARAMS, message=str(error))
 
 
 class _Handlers:

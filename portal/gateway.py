@@ -8,7 +8,6 @@ never talk to an upstream themselves.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -50,13 +49,6 @@ _R = TypeVar("_R")
 
 def _error_result(message: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
-
-
-def _size(value: object) -> int:
-    try:
-        return len(json.dumps(value, separators=(",", ":"), default=str))
-    except (TypeError, ValueError):
-        return 0
 
 
 class _Relay:
@@ -109,6 +101,7 @@ class _Trace:
     def done(self, status: Status, *, error: str | None = None, bytes_out: int = 0) -> None:
         seconds = time.perf_counter() - self.started
         decision = self.decision
+        digest, size = arguments_digest(self.arguments)
         self.gateway.metrics.observe(
             method=self.method, target=self.target, server=self.server or "", status=status, seconds=seconds
         )
@@ -121,10 +114,10 @@ class _Trace:
                 status=status,
                 server=self.server,
                 upstream_target=self.upstream_target,
-                arguments_digest=arguments_digest(self.arguments),
+                arguments_digest=digest,
                 error=error,
                 latency_ms=seconds * 1000,
-                bytes_in=_size(self.arguments) if self.arguments else 0,
+                bytes_in=size,
                 bytes_out=bytes_out,
             )
         )
@@ -449,7 +442,9 @@ class Gateway:
         elif result.is_error and trace.status == "ok":
             trace.status = "error"
             trace.error = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
-        trace.done(trace.status, error=trace.error, bytes_out=_size(result.model_dump(mode="json", exclude_none=True)))
+        trace.done(
+            trace.status, error=trace.error, bytes_out=len(result.model_dump_json(by_alias=True, exclude_none=True))
+        )
         return result
 
     async def _invoke(

@@ -64,6 +64,56 @@ class WatchedReadStream:
         return None
 
 
+class _DrainingStream(httpx2.AsyncByteStream):
+    """A response body that, when closed early, first reads what is left of it (briefly).
+
+    The SDK's Streamable HTTP client closes each POST's event stream as soon as it has the JSON-RPC
+    response, before the server's final chunk arrives; closing a half-read body makes the pool drop the
+    connection, so every call would open a new TCP (and TLS) connection. Draining the last few bytes
+    keeps the connection reusable. A body that does not end within ``_DRAIN_SECONDS`` is closed as before.
+    """
+
+    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+        self._inner = inner
+        self._done = False
+
+    async def __aiter__(self) -> AsyncGenerator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+        self._done = True
+
+    async def aclose(self) -> None:
+        if not self._done:
+            drained = 0
+            with anyio.move_on_after(_DRAIN_SECONDS):
+                async for chunk in self._inner:
+                    drained += len(chunk)
+                    if drained > _DRAIN_BYTES:
+                        break
+        await self._inner.aclose()
+
+
+class _KeepAliveTransport(httpx2.AsyncBaseTransport):
+    """The default transport, with responses that leave their connection reusable (see _DrainingStream)."""
+
+    def __init__(self, limits: httpx2.Limits) -> None:
+        self._inner = httpx2.AsyncHTTPTransport(limits=limits)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        stream = response.stream
+        if isinstance(stream, httpx2.AsyncByteStream):
+            response.stream = _DrainingStream(stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+_DRAIN_SECONDS = 0.05
+_DRAIN_BYTES = 64 * 1024
+
+
 def stdio_parameters(settings: ServerSettings) -> StdioServerParameters:
     """The launch parameters of a stdio upstream, wrapped in the launcher that ties it to the portal.
 
@@ -113,8 +163,9 @@ async def http_transport(
         return
     timeout = httpx2.Timeout(settings.connect_timeout, read=max(settings.call_timeout, 300.0))
     limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+    transport = _KeepAliveTransport(limits)
     async with (
-        httpx2.AsyncClient(headers=dict(settings.headers), timeout=timeout, limits=limits) as http,
+        httpx2.AsyncClient(headers=dict(settings.headers), timeout=timeout, transport=transport) as http,
         streamable_http_client(settings.url, http_client=http) as (read, write),
     ):
         yield WatchedReadStream(read, closed), write

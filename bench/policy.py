@@ -162,7 +162,7 @@ def measure(size: int, *, decisions: int, principal: Principal) -> dict[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.policy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.policy", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer decisions (a smoke run)")
     args = parser.parse_args(argv)
     decisions = 5_000 if args.quick else 50_000

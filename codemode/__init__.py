@@ -1,9 +1,12 @@
-"""Code Mode: a typed Python SDK generated from the tools a principal may see.
+"""Code Mode: a typed Python SDK generated from the tools a principal may see, and the tools over it.
 
-Today this package generates the SDK (:func:`generate_sdk`) and loads it with a call hook
-(:func:`load_sdk`); the ``/mcp/code`` tools and the executors build on it.
+:func:`generate_sdk` generates the SDK and :func:`load_sdk` loads it with a call hook; :class:`SdkIndex`
+searches it; :class:`MontyExecutor` runs model-written scripts against it; :func:`build_code_server` is
+the ``/mcp/code`` endpoint with its two tools, ``search`` and ``execute``.
 """
 
+from codemode._endpoint import EXECUTE_DESCRIPTION, SEARCH_DESCRIPTION, build_code_server
+from codemode._executor import CallRecord, ExecuteResult, Limits, MontyExecutor, ToolError
 from codemode._sdk import (
     GeneratedSdk,
     SdkFunction,
@@ -13,12 +16,23 @@ from codemode._sdk import (
     generate_sdk,
     load_sdk,
 )
+from codemode._search import Detail, SdkIndex
 
 __all__ = [
+    "EXECUTE_DESCRIPTION",
+    "SEARCH_DESCRIPTION",
+    "CallRecord",
+    "Detail",
+    "ExecuteResult",
     "GeneratedSdk",
+    "Limits",
+    "MontyExecutor",
     "SdkFunction",
+    "SdkIndex",
     "SdkParameter",
     "ToolCaller",
+    "ToolError",
+    "build_code_server",
     "default_target",
     "generate_sdk",
     "load_sdk",

@@ -1,4 +1,8 @@
-"""The portal's ASGI application: ``/mcp``, health, readiness and metrics."""
+"""The portal's ASGI application: ``/mcp``, health, readiness and metrics.
+
+The policy in ``[policy] dir`` is loaded before anything starts (a broken policy stops the portal with
+each problem's file and line) and reloaded while it runs (:class:`portal.policy.ReloadingPolicy`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import Engine
@@ -16,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from portal.config import Settings, is_loopback_host
+from portal.config import SHIPPED_POLICIES, Settings, is_loopback_host
 from portal.endpoint import build_mcp_server
 from portal.errors import ConfigError
 from portal.gateway import Gateway
 from portal.metrics import Metrics
+from portal.policy import ReloadingPolicy, load_policy
 from portal.sealing import Sealer, load_or_create_key
 from portal.store import open_engine
 
@@ -36,6 +42,7 @@ class Portal:
     gateway: Gateway
     metrics: Metrics
     session_manager: StreamableHTTPSessionManager
+    policy: ReloadingPolicy
 
 
 def _transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -70,14 +77,17 @@ def create_app(settings: Settings) -> Starlette:
 
     Raises:
         ConfigError: The settings are unsafe to serve.
+        PolicyLoadError: The policy directory cannot be loaded (every problem with its file and line).
         StorageError: The database cannot be opened.
     """
     check_startup(settings)
+    policy_dir = settings.policy.dir or SHIPPED_POLICIES
+    policy = ReloadingPolicy(policy_dir, load_policy(policy_dir))
     data_dir = Path(settings.portal.data_dir)
     engine = open_engine(settings.database_url)
     metrics = Metrics()
     sealer = Sealer(load_or_create_key(data_dir / "state.key"))
-    gateway = Gateway(settings, engine, metrics=metrics, sealer=sealer)
+    gateway = Gateway(settings, engine, metrics=metrics, sealer=sealer, policy=policy)
     server = build_mcp_server(gateway)
     manager = StreamableHTTPSessionManager(
         app=server,
@@ -86,7 +96,18 @@ def create_app(settings: Settings) -> Starlette:
         security_settings=_transport_security(settings),
         session_idle_timeout=30 * 60,
     )
-    portal = Portal(settings, engine, gateway, metrics, manager)
+    # Imported here: codemode's endpoint builds on the portal's modules, so a top-level import would cycle.
+    from codemode import MontyExecutor, build_code_server
+
+    executor = MontyExecutor()
+    code_manager = StreamableHTTPSessionManager(
+        app=build_code_server(gateway, executor),
+        json_response=False,
+        stateless=False,
+        security_settings=_transport_security(settings),
+        session_idle_timeout=30 * 60,
+    )
+    portal = Portal(settings, engine, gateway, metrics, manager, policy)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -95,7 +116,14 @@ def create_app(settings: Settings) -> Starlette:
         servers = {u.name: {"state": u.state, "kind": u.kind, "error": u.last_error} for u in gateway.servers()}
         ready = gateway.ready.is_set()
         degraded = [n for n, s in servers.items() if s["state"] not in ("connected", "disabled")]
-        body = {"ready": ready, "degraded": degraded, "servers": servers, "tools": len(gateway.catalog.tools)}
+        in_force, error = policy.current, policy.last_error
+        body = {
+            "ready": ready,
+            "degraded": degraded,
+            "servers": servers,
+            "tools": len(gateway.catalog.tools),
+            "policy": {"version": in_force.version, "rules": len(in_force.rules), "error": error and str(error)},
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -104,14 +132,25 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncGenerator[None]:
         try:
-            async with gateway.running(), manager.run():
-                yield
+            async with (
+                gateway.running(),
+                manager.run(),
+                executor.running(),
+                code_manager.run(),
+                anyio.create_task_group() as tasks,
+            ):
+                tasks.start_soon(policy.watch)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
         finally:
             engine.dispose()
 
     app = Starlette(
         routes=[
             Route("/mcp", endpoint=StreamableHTTPASGIApp(manager)),
+            Route("/mcp/code", endpoint=StreamableHTTPASGIApp(code_manager)),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -5,19 +5,31 @@
 ``dockyard servers import F``  add the servers of an mcpServers JSON file to the config
 ``dockyard tools pending``     list tools whose definition changed upstream and is withheld
 ``dockyard tools accept S [T]`` approve the changed definitions of server S (or just tool T)
+``dockyard policy check [DIR]``  validate the policy files (each problem with file and line)
+``dockyard policy test [DIR]``   run the test cases the policy files carry
+``dockyard policy explain --as P TOOL [ARGS]``  the decision for one call, and the rules that made it
+``dockyard policy schema``     print the JSON Schema of policy files
+
+Exit status: 0 on success, 1 when a check or test found problems, 2 on an error (bad config, bad input).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from portal.config import Settings, load_settings
 from portal.errors import DockyardError
+
+if TYPE_CHECKING:
+    from portal.policy import PolicyEngine
 
 __all__ = ["main"]
 
@@ -44,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args).with_overrides(host=args.host, port=args.port)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # one line per upstream request otherwise
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     app = create_app(settings)
     print(f"dockyard: serving {settings.portal.public_url}/mcp (config: {settings.source})", file=sys.stderr)
     uvicorn.run(
@@ -52,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.portal.bind_port,
         log_level=args.log_level,
         lifespan="on",
+        access_log=False,  # every request through the choke point is in the audit log
         timeout_graceful_shutdown=5,
     )
     return 0
@@ -124,6 +139,140 @@ def _tools_accept(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_dir(args: argparse.Namespace) -> Path:
+    """``DIR`` if given, else ``[policy] dir`` of the config (default: the shipped ``policies/``)."""
+    if args.dir:
+        return Path(args.dir)
+    from portal.config import SHIPPED_POLICIES
+
+    return _settings(args).policy.dir or SHIPPED_POLICIES
+
+
+def _load_policy(directory: Path) -> PolicyEngine | None:
+    """The policy in ``directory``, or None after printing each problem (``file:line: reason``)."""
+    from portal.policy import PolicyLoadError, load_policy
+
+    try:
+        return load_policy(directory)
+    except PolicyLoadError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        count = len(error.problems)
+        print(f"dockyard: {count} problem{'s' if count > 1 else ''} in {directory}", file=sys.stderr)
+        return None
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    directory = _policy_dir(args)
+    engine = _load_policy(directory)
+    if engine is None:
+        return 1
+    print(
+        f"{directory}: ok (version {engine.version}: {len(engine.files)} file(s), {len(engine.rules)} rule(s), "
+        f"{len(engine.roles)} role(s), {len(engine.cases)} test case(s))"
+    )
+    return 0
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from portal.policy import run_cases
+
+    directory = _policy_dir(args)
+    engine = _load_policy(directory)
+    if engine is None:
+        return 1
+    results = run_cases(engine)
+    for result in results:
+        if not result.passed or not args.quiet:
+            print(result.render())
+    failed = sum(1 for r in results if not r.passed)
+    print(f"{len(results) - failed} passed, {failed} failed ({directory}, version {engine.version})")
+    return 1 if failed else 0
+
+
+def _json_object(text: str | None, what: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DockyardError(f"{what} is not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise DockyardError(f'{what} must be a JSON object such as \'{{"path": "/tmp"}}\', got {text!r}')
+    return cast(dict[str, Any], value)
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    import mcp_types as types
+    from pydantic import ValidationError
+
+    from portal.policy import parse_principal
+    from portal.policy_seam import Request
+
+    principal = parse_principal(args.as_, groups=frozenset(args.group), client_id=args.client)
+    server = args.server or args.tool.partition("__")[0]
+    if not args.server and "__" not in args.tool:
+        raise DockyardError(f"{args.tool!r} has no SERVER__ prefix; give its server with --server")
+    hints = _json_object(args.annotations, "--annotations")
+    try:
+        annotations = None if hints is None else types.ToolAnnotations.model_validate(hints, strict=True)
+    except ValidationError as error:
+        raise DockyardError(f"--annotations: {error.errors()[0]['msg']} (e.g. '{{\"readOnlyHint\": true}}')") from None
+    try:
+        now = None if args.at is None else datetime.fromisoformat(args.at)
+    except ValueError:
+        raise DockyardError(f"--at must be an ISO 8601 time such as 2026-03-02T09:30:00Z, got {args.at!r}") from None
+    if now is not None and now.tzinfo is None:
+        raise DockyardError(f"--at needs an offset ('Z' or '+01:00'), got {args.at!r}")
+    arguments = _json_object(args.arguments, "ARGS")
+    engine = _load_policy(_policy_dir(args))
+    if engine is None:
+        return 1
+    request = Request(args.method, args.tool, server, arguments, annotations)
+    print(engine.explain(principal, request, now=now).render())
+    return 0
+
+
+def _policy_schema(args: argparse.Namespace) -> int:
+    from portal.policy import policy_schema
+
+    print(json.dumps(policy_schema(), indent=2))
+    return 0
+
+
+def _add_policy_commands(policy: argparse.ArgumentParser) -> None:
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    where = "policy directory (default: [policy] dir of the config, else Dockyard's policies/)"
+    check = policy_sub.add_parser("check", help="validate the policy files; problems name file and line")
+    check.add_argument("dir", nargs="?", help=where)
+    check.set_defaults(func=_policy_check)
+    test = policy_sub.add_parser("test", help="run the test cases the policy files carry")
+    test.add_argument("dir", nargs="?", help=where)
+    test.add_argument("--quiet", "-q", action="store_true", help="print only failures and the summary")
+    test.set_defaults(func=_policy_test)
+    explain = policy_sub.add_parser("explain", help="the decision for one call and the rules that made it")
+    explain.add_argument(
+        "--as", dest="as_", required=True, metavar="PRINCIPAL", help="local, user:NAME or service:NAME"
+    )
+    explain.add_argument("--group", action="append", default=[], metavar="GROUP", help="a group of the caller (repeat)")
+    explain.add_argument("--client", metavar="CLIENT_ID", help="the OAuth client the call comes through")
+    explain.add_argument("--server", help="the tool's server (default: the part of TOOL before '__')")
+    explain.add_argument("--annotations", metavar="JSON", help="hints the tool declares: '{\"destructiveHint\": true}'")
+    explain.add_argument(
+        "--method",
+        default="tools/call",
+        choices=["tools/call", "prompts/get", "resources/read", "resources/subscribe", "completion/complete", "list"],
+        help="the request (default: tools/call; 'list' asks whether TOOL is listed)",
+    )
+    explain.add_argument("--at", metavar="TIME", help="time of the call, ISO 8601 (default: now)")
+    explain.add_argument("--dir", help=where)
+    explain.add_argument("tool", metavar="TOOL", help="the name clients see, e.g. github__create_issue")
+    explain.add_argument("arguments", metavar="ARGS", nargs="?", help="the call's arguments as a JSON object")
+    explain.set_defaults(func=_policy_explain)
+    schema = policy_sub.add_parser("schema", help="print the JSON Schema of policy files (for editors)")
+    schema.set_defaults(func=_policy_schema)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard", description="Dockyard: one governed endpoint for MCP servers.")
     parser.add_argument("--config", "-c", help="config file (default: $DOCKYARD_CONFIG or ./dockyard.toml)")
@@ -152,6 +301,8 @@ def _parser() -> argparse.ArgumentParser:
     accept.add_argument("server")
     accept.add_argument("tool", nargs="?")
     accept.set_defaults(func=_tools_accept)
+
+    _add_policy_commands(commands.add_parser("policy", help="check, test and explain the scope policies"))
     return parser
 
 

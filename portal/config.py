@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from portal.errors import ConfigError
 
 __all__ = [
+    "SHIPPED_POLICIES",
     "AuthSettings",
+    "PolicySettings",
     "PortalSettings",
     "ServerSettings",
     "Settings",
@@ -34,6 +36,8 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _NAME_RULE = f"must match {_NAME.pattern} (a letter or digit, then up to 31 letters, digits, '_' or '-')"
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+"""The ``policies/`` folder that ships with Dockyard (its default policy and examples)."""
 
 
 class _Strict(BaseModel):
@@ -91,6 +95,14 @@ class AuthSettings(_Strict):
 
     mode: Literal["none"] = "none"
     """``none``: no authentication, allowed only when the portal binds to a loopback address."""
+
+
+class PolicySettings(_Strict):
+    """The ``[policy]`` table."""
+
+    dir: Path | None = None
+    """Directory of policy files (``*.yaml``), reloaded when they change. Default: the ``policies/`` folder
+    shipped with Dockyard (its ``default.yaml``). A relative path is relative to the config file."""
 
 
 class ServerSettings(_Strict):
@@ -160,6 +172,7 @@ class Settings(_Strict):
 
     portal: PortalSettings = Field(default_factory=PortalSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     servers: dict[str, ServerSettings] = Field(default_factory=dict[str, ServerSettings])
     source: str = Field(default="<defaults>", exclude=True)
     """Where these settings came from, for messages."""
@@ -328,8 +341,15 @@ def settings_from_mapping(raw: dict[str, Any], *, source: str, base_dir: Path, e
     }
     for name in _default_builtins():  # built-ins are on unless the config names them (e.g. enabled = false)
         servers.setdefault(name, ServerSettings(builtin=name))
+    policy_dir = settings.policy.dir or SHIPPED_POLICIES
+    if not policy_dir.is_absolute():
+        policy_dir = base_dir / policy_dir
     return settings.model_copy(
-        update={"portal": settings.portal.model_copy(update={"data_dir": data_dir}), "servers": servers}
+        update={
+            "portal": settings.portal.model_copy(update={"data_dir": data_dir}),
+            "policy": settings.policy.model_copy(update={"dir": policy_dir}),
+            "servers": servers,
+        }
     )
 
 

@@ -82,6 +82,12 @@ class _Relay:
             await channel.log(params)
 
 
+def _decision_label(decision: Decision | None) -> str:
+    if decision is None or decision.allowed:
+        return "allow"
+    return f"{'approval' if decision.needs_approval else 'deny'}:{decision.rule}"
+
+
 @dataclass
 class _Trace:
     """What the choke point learns about one request; ``done`` writes its audit record and metrics."""
@@ -110,7 +116,7 @@ class _Trace:
                 principal=self.principal,
                 method=self.method,
                 target=self.target,
-                decision="allow" if decision is None or decision.allowed else f"deny:{decision.rule}",
+                decision=_decision_label(decision),
                 status=status,
                 server=self.server,
                 upstream_target=self.upstream_target,
@@ -275,12 +281,18 @@ class Gateway:
 
     # ----------------------------------------------------------------- listings
 
-    def _visible(self, principal: Principal, target: str, server: str) -> bool:
-        return self.policy.decide(principal, Request("list", target, server)).allowed
+    def _visible(
+        self, principal: Principal, target: str, server: str, annotations: types.ToolAnnotations | None = None
+    ) -> bool:
+        return self.policy.decide(principal, Request("list", target, server, annotations=annotations)).allowed
 
     def list_tools(self, principal: Principal) -> list[types.Tool]:
         """The tools ``principal`` may see."""
-        return [e.definition for e in self._catalog.tools.values() if self._visible(principal, e.name, e.server)]
+        return [
+            e.definition
+            for e in self._catalog.tools.values()
+            if self._visible(principal, e.name, e.server, e.definition.annotations)
+        ]
 
     def list_prompts(self, principal: Principal) -> list[types.Prompt]:
         """The prompts ``principal`` may see."""
@@ -425,9 +437,12 @@ class Gateway:
         if entry is None:
             return self._missing_tool(trace)
         trace.server, trace.upstream_target = entry.server, entry.upstream_name
-        trace.decision = self.policy.decide(principal, Request("tools/call", name, entry.server, arguments))
+        annotations = entry.definition.annotations
+        trace.decision = self.policy.decide(
+            principal, Request("tools/call", name, entry.server, arguments, annotations)
+        )
         if not trace.decision.allowed:
-            if not self._visible(principal, name, entry.server):
+            if not self._visible(principal, name, entry.server, annotations):
                 trace.done("unknown")
                 raise UnknownTargetError(f"unknown tool: {name!r}")
             reason = f": {trace.decision.reason}" if trace.decision.reason else ""

@@ -1,8 +1,9 @@
 """The seam where scope policies plug into the choke point.
 
 The portal asks a :class:`Policy` two things: may this principal *see* a catalog entry (listing), and may
-it *use* it with these arguments (calling, reading, getting). Until the policy engine lands, auth mode
-``none`` uses :class:`AllowLocal`: the single local user may use everything.
+it *use* it with these arguments (calling, reading, getting). The portal plugs in the policy engine of
+:mod:`portal.policy` (``policies/*.yaml``); :class:`AllowLocal` is what a :class:`~portal.gateway.Gateway`
+built without a policy uses: the single local user of auth mode ``none`` may use everything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import mcp_types as types
 
 from portal.principal import Principal
 
@@ -20,21 +23,32 @@ Method = Literal["tools/call", "prompts/get", "resources/read", "resources/subsc
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a policy decides on."""
+    """What a policy decides on.
+
+    ``annotations`` are the hints the tool's definition declares (None for prompts, resources and tools
+    that declare none); policies may match on them.
+    """
 
     method: Method | Literal["list"]
     target: str
     server: str
     arguments: Mapping[str, Any] | None = None
+    annotations: types.ToolAnnotations | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A policy's answer; ``rule`` names what decided, for the audit log."""
+    """A policy's answer; ``rule`` names what decided, for the audit log.
+
+    ``needs_approval``: a rule requires an admin's approval before the call may run; ``allowed`` stays
+    False until then. On a listing it is informational: the target is listed (``allowed``) but calls to it
+    will need approval.
+    """
 
     allowed: bool
     rule: str
     reason: str = ""
+    needs_approval: bool = False
 
 
 class Policy(Protocol):

@@ -88,20 +88,22 @@ async def running_portal(settings: Settings, *, wait_ready: bool = True) -> Asyn
     settings = settings.with_overrides(host="127.0.0.1", port=port)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(30):
-            while not server.started:
-                await anyio.sleep(0.01)
-        running = RunningPortal(f"http://127.0.0.1:{port}", app.state.portal, settings)
-        if wait_ready:
-            with anyio.fail_after(60):
-                await running.gateway.ready.wait()
-        try:
-            yield running
-        finally:
-            server.should_exit = True
-    sock.close()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(30):
+                while not server.started:
+                    await anyio.sleep(0.01)
+            running = RunningPortal(f"http://127.0.0.1:{port}", app.state.portal, settings)
+            if wait_ready:
+                with anyio.fail_after(60):
+                    await running.gateway.ready.wait()
+            try:
+                yield running
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
 
 
 async def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.05) -> None:

@@ -42,10 +42,20 @@ def params(sdk: LoadedSdk, name: str = "t", server: str = "s") -> dict[str, str]
 
 def test_the_package_exports_exactly_its_public_surface() -> None:
     assert sorted(codemode.__all__) == [
+        "CallRecord",
+        "Detail",
+        "EXECUTE_DESCRIPTION",
+        "ExecuteResult",
         "GeneratedSdk",
+        "Limits",
+        "MontyExecutor",
+        "SEARCH_DESCRIPTION",
         "SdkFunction",
+        "SdkIndex",
         "SdkParameter",
         "ToolCaller",
+        "ToolError",
+        "build_code_server",
         "default_target",
         "generate_sdk",
         "load_sdk",

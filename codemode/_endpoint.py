@@ -1,0 +1,200 @@
+"""The ``/mcp/code`` endpoint: two tools, ``search`` and ``execute``, over the SDK a caller may see.
+
+The SDK is generated from ``gateway.list_tools(principal)`` and cached per catalog snapshot and visible
+set; each SDK function targets the tool's exposed name, and the executor's hook calls
+``gateway.call_tool(principal, name, arguments, channel=NULL_CHANNEL)`` — so every SDK call passes the
+choke point (policy, credentials, audit) with the caller's identity. The two tool descriptions are fixed
+text: their size does not grow with the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import mcp_types as types
+from mcp.server import Server
+from mcp.shared.exceptions import MCPError
+
+from codemode._executor import ExecuteResult, MontyExecutor, ToolError
+from codemode._sdk import GeneratedSdk, generate_sdk
+from codemode._search import Detail, SdkIndex
+from portal.catalog import Catalog
+from portal.channel import NULL_CHANNEL
+from portal.endpoint import Ctx, principal_of
+from portal.errors import UnknownTargetError
+from portal.gateway import Gateway
+from portal.principal import Principal
+
+__all__ = ["EXECUTE_DESCRIPTION", "SEARCH_DESCRIPTION", "build_code_server"]
+
+SEARCH_DESCRIPTION = """\
+Find functions of the typed Python SDK over every tool you may use. One namespace per MCP server, one \
+async function per tool, keyword arguments only: `await <namespace>.<function>(name=value)`.
+Pass words describing what you want to do; get the best matches as `names` (one line each), \
+`signatures` (default: signature and summary) or `full` stubs (docstrings, parameters, hints). An exact \
+function name (`namespace.function`) returns its full stub. Search before you write code for `execute`."""
+
+EXECUTE_DESCRIPTION = """\
+Run a Python script against the SDK found with `search`, and get back the value of its last expression, \
+what it printed, and the tool calls it made (tool, ok, ms). Use it to chain several tool calls and to \
+filter large results down to what you need before they reach you.
+The script runs in a sandboxed Python subset (Monty): top-level `await` works; the SDK namespaces are \
+already imported; there is no filesystem, network or environment access, and only the standard \
+library's pure modules (json, re, math, datetime, ...). The script is type-checked against the SDK first: \
+type errors come back with line numbers and nothing runs. A tool call that fails raises `ToolError`, \
+which the script may catch. Optional arguments default to OMIT (not sent); None is sent as null. \
+Limits: CPU time, memory, number of tool calls and output size; output past the limit is cut and \
+`truncated` is set."""
+
+_SEARCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "query": {"type": "string", "description": "What you want to do, or an exact function name."},
+        "detail": {"type": "string", "enum": ["names", "signatures", "full"], "default": "signatures"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 8},
+    },
+    "required": ["query"],
+}
+_EXECUTE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"code": {"type": "string", "description": "The Python script to run."}},
+    "required": ["code"],
+}
+_TOOLS = [
+    types.Tool(name="search", description=SEARCH_DESCRIPTION, input_schema=_SEARCH_SCHEMA),
+    types.Tool(name="execute", description=EXECUTE_DESCRIPTION, input_schema=_EXECUTE_SCHEMA),
+]
+_CACHE_SIZE = 64
+
+
+def _text(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def _value(result: types.CallToolResult) -> object:
+    """A tool's result as the SDK returns it: structured content, else its text, else its content blocks."""
+    if result.structured_content is not None:
+        return result.structured_content
+    if all(isinstance(c, types.TextContent) for c in result.content):
+        return _text(result)
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in result.content]
+
+
+class _CodeMode:
+    def __init__(self, gateway: Gateway, executor: MontyExecutor) -> None:
+        self.gateway = gateway
+        self.executor = executor
+        self._catalog: Catalog | None = None
+        self._cache: dict[tuple[str, ...], tuple[GeneratedSdk, SdkIndex]] = {}
+
+    def sdk_for(self, principal: Principal) -> tuple[GeneratedSdk, SdkIndex]:
+        """The SDK of the tools ``principal`` may see, generated once per catalog snapshot and visible set."""
+        catalog = self.gateway.catalog
+        visible = tuple(tool.name for tool in self.gateway.list_tools(principal) if tool.name in catalog.tools)
+        if catalog is not self._catalog:
+            self._catalog, self._cache = catalog, {}
+        cached = self._cache.get(visible)
+        if cached is None:
+            servers: dict[str, list[types.Tool]] = {}
+            exposed: dict[tuple[str, str], str] = {}
+            for name in visible:
+                entry = catalog.tools[name]
+                servers.setdefault(entry.server, []).append(
+                    entry.definition.model_copy(update={"name": entry.upstream_name})
+                )
+                exposed[entry.server, entry.upstream_name] = name
+            sdk = generate_sdk(servers, target=lambda server, tool: exposed[server, tool.name])
+            cached = (sdk, SdkIndex(sdk))
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[visible] = cached
+        return cached
+
+    async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=_TOOLS)
+
+    async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        arguments = params.arguments or {}
+        principal = principal_of(ctx)
+        if params.name == "search":
+            return self.search(principal, arguments)
+        if params.name == "execute":
+            return await self.execute(principal, arguments)
+        raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool: {params.name!r}; use 'search' or 'execute'")
+
+    def search(self, principal: Principal, arguments: dict[str, Any]) -> types.CallToolResult:
+        query, detail, limit = arguments.get("query"), arguments.get("detail", "signatures"), arguments.get("limit", 8)
+        if not isinstance(query, str) or not query.strip():
+            return _error(f"'query' must be a non-empty string, got {query!r}")
+        if detail not in ("names", "signatures", "full"):
+            return _error(f"'detail' must be 'names', 'signatures' or 'full', got {detail!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
+            return _error(f"'limit' must be an integer from 1 to 50, got {limit!r}")
+        _, index = self.sdk_for(principal)
+        chosen: Detail = detail
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=index.search(query, detail=chosen, limit=limit))]
+        )
+
+    async def execute(self, principal: Principal, arguments: dict[str, Any]) -> types.CallToolResult:
+        code = arguments.get("code")
+        if not isinstance(code, str) or not code.strip():
+            return _error(f"'code' must be a non-empty string of Python, got {code!r}")
+        sdk, _ = self.sdk_for(principal)
+        gateway = self.gateway
+
+        async def call(target: str, wire: dict[str, object]) -> object:
+            try:
+                result = await gateway.call_tool(principal, target, wire, channel=NULL_CHANNEL)
+            except (UnknownTargetError, MCPError) as error:
+                raise ToolError(f"{target}: {error}") from None
+            if isinstance(result, types.InputRequiredResult):
+                raise ToolError(f"{target} asks the client for input, which code mode cannot relay yet")
+            if result.is_error:
+                raise ToolError(f"{target} failed: {_text(result)}")
+            return _value(result)
+
+        return _answer(await self.executor.run(sdk, code, call))
+
+
+def _error(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def _answer(outcome: ExecuteResult) -> types.CallToolResult:
+    body: dict[str, Any] = {
+        "status": outcome.status,
+        "value": outcome.value,
+        "stdout": outcome.stdout,
+        "calls": [asdict(call) for call in outcome.calls],
+        "truncated": outcome.truncated,
+    }
+    if outcome.status != "ok":
+        body["error"] = outcome.error
+        body["line"] = outcome.line
+    text = json.dumps(body, ensure_ascii=False)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=body, is_error=outcome.status != "ok"
+    )
+
+
+def build_code_server(gateway: Gateway, executor: MontyExecutor, *, name: str = "dockyard-code") -> Server[Any]:
+    """The MCP server the portal mounts on ``/mcp/code``: ``search`` and ``execute`` over the caller's SDK.
+
+    Args:
+        gateway: The choke point every SDK call goes through.
+        executor: Runs the scripts; its :meth:`~codemode.MontyExecutor.running` must be entered while serving.
+        name: The server name reported to clients.
+    """
+    code_mode = _CodeMode(gateway, executor)
+    server: Server[Any] = Server(
+        name,
+        version="0.1.0",
+        instructions="Dockyard Code Mode: `search` the typed Python SDK of your tools, then `execute` a script.",
+        on_list_tools=code_mode.list_tools,
+        on_call_tool=code_mode.call_tool,
+    )
+    server.middleware = []
+    return server

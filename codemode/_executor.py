@@ -1,0 +1,240 @@
+"""Run model-written Python against a generated SDK, in Monty (``pydantic-monty``).
+
+Each server's namespace is a Monty external module whose functions are host calls: the executor maps
+their keyword arguments to wire arguments and hands ``(target, arguments)`` to the caller's
+:class:`~codemode.ToolCaller`, which the portal wires to its choke point. Before anything runs, the
+script is type-checked against the SDK's stubs. Monty gives the script no filesystem, network or
+environment: only the SDK's functions reach outside.
+
+A tool call that fails raises :class:`ToolError` in the host; the script sees it as ``ToolError`` (a
+``RuntimeError``) and may catch it. Errors of the script itself come back as an :class:`ExecuteResult`
+with ``status`` ``"type_error"`` or ``"error"`` and the script's line, never as exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+import pydantic_monty as monty
+
+from codemode._sdk import GeneratedSdk, SdkFunction, ToolCaller
+
+__all__ = ["CallRecord", "ExecuteResult", "Limits", "MontyExecutor", "ToolError"]
+
+_SCRIPT = "script.py"
+_TYPE_LINE = re.compile(rf"^{re.escape(_SCRIPT)}:(\d+):\d+: (.*)$", re.M)
+
+
+class ToolError(RuntimeError):
+    """A tool call failed: the tool answered with an error, or the call was refused.
+
+    Raised by a :class:`~codemode.ToolCaller` (and by the executor itself when the call budget is spent);
+    inside the script it is ``ToolError``, which the script may catch.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one ``execute`` may use."""
+
+    cpu_seconds: float = 5.0
+    """Time the script itself may run, not counting the time its tool calls take."""
+    wall_seconds: float = 60.0
+    """Time the whole run may take, tool calls included."""
+    memory_bytes: int = 64 * 1024 * 1024
+    max_calls: int = 50
+    """Tool calls per run; the call past it raises ``ToolError`` and the run fails."""
+    max_output_chars: int = 20_000
+    """Characters of captured stdout, and of the result rendered as JSON, returned to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One SDK call the script made."""
+
+    tool: str
+    """The tool's name as the portal exposes it (the function's target)."""
+    ok: bool
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteResult:
+    """The outcome of one run.
+
+    ``value`` is the value of the script's last expression, as JSON (values JSON cannot hold become their
+    ``repr``). With ``status`` other than ``"ok"``, ``error`` says what went wrong and ``line`` where.
+    """
+
+    status: Literal["ok", "type_error", "error"]
+    value: object = None
+    stdout: str = ""
+    calls: tuple[CallRecord, ...] = ()
+    truncated: bool = False
+    error: str | None = None
+    line: int | None = None
+    type_errors: tuple[tuple[int, str], ...] = ()
+    """``(line, message)`` of each type error, when ``status`` is ``"type_error"``."""
+
+
+def module_stubs(sdk: GeneratedSdk) -> dict[str, str]:
+    """The ``.pyi`` source of each namespace as a module: the SDK's type definitions and its functions."""
+    namespaces = list(dict.fromkeys(f.namespace for f in sdk.functions))
+    starts = [i for ns in namespaces if (i := sdk.source.find(f"\nclass {ns}:\n")) >= 0]
+    prelude = sdk.source[: min(starts)] if starts else sdk.source
+    stubs: dict[str, str] = {}
+    for ns in namespaces:
+        functions = [f.stub.removeprefix("@staticmethod\n") for f in sdk.functions if f.namespace == ns]
+        stubs[ns] = prelude + "\n\n" + "\n\n".join(functions) + "\n"
+    return stubs
+
+
+@dataclass
+class _Run:
+    call: ToolCaller
+    limits: Limits
+    calls: list[CallRecord] = field(default_factory=list[CallRecord])
+    stdout: list[str] = field(default_factory=list[str])
+    stdout_chars: int = 0
+    truncated: bool = False
+    over_budget: bool = False
+
+    def printed(self, stream: Literal["stdout", "stderr"], text: str) -> None:
+        room = self.limits.max_output_chars - self.stdout_chars
+        if len(text) > room:
+            text, self.truncated = text[: max(room, 0)], True
+        self.stdout.append(text)
+        self.stdout_chars += len(text)
+
+    def function(self, sdk_function: SdkFunction) -> Callable[..., Awaitable[object]]:
+        wire = {p.name: p.wire_name for p in sdk_function.parameters}
+
+        async def call(*args: object, **kwargs: object) -> object:
+            if args:
+                raise TypeError(f"{sdk_function.namespace}.{sdk_function.name}() takes keyword arguments only")
+            if len(self.calls) >= self.limits.max_calls:
+                self.over_budget = True
+                raise ToolError(f"call limit reached: a run may make at most {self.limits.max_calls} tool calls")
+            arguments = {wire.get(name, name): value for name, value in kwargs.items()}
+            start = time.perf_counter()
+            ok = False
+            try:
+                result = await self.call(sdk_function.target, arguments)
+                ok = True
+                return result
+            finally:
+                self.calls.append(CallRecord(sdk_function.target, ok, round((time.perf_counter() - start) * 1000, 3)))
+
+        return call
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+    return repr(value)
+
+
+class MontyExecutor:
+    """Runs scripts in a pool of Monty workers; enter :meth:`running` before :meth:`run`.
+
+    Args:
+        limits: The default limits of a run.
+        max_processes: Workers running scripts at once.
+    """
+
+    def __init__(self, *, limits: Limits | None = None, max_processes: int | None = None) -> None:
+        self.limits = limits or Limits()
+        self._max_processes = max_processes
+        self._pool: monty.AsyncMonty | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncGenerator[MontyExecutor]:
+        """Keep the worker pool up for the duration of the block."""
+        async with monty.AsyncMonty(min_processes=1, max_processes=self._max_processes) as pool:
+            self._pool = pool
+            try:
+                yield self
+            finally:
+                self._pool = None
+
+    async def run(
+        self, sdk: GeneratedSdk, code: str, call: ToolCaller, *, limits: Limits | None = None
+    ) -> ExecuteResult:
+        """Type-check ``code`` against ``sdk``, then run it with every SDK call going to ``call``.
+
+        Raises:
+            RuntimeError: The executor is not running (see :meth:`running`).
+        """
+        if self._pool is None:
+            raise RuntimeError("the Monty executor is not running; enter `executor.running()` first")
+        limits = limits or self.limits
+        run = _Run(call, limits)
+        stubs = module_stubs(sdk)
+        modules = {
+            ns: monty.ExternalModule(
+                {f.name: run.function(f) for f in sdk.functions if f.namespace == ns}, stubs=stubs[ns]
+            )
+            for ns in stubs
+        }
+        prelude = "".join(f"import {ns}\n" for ns in modules) + "ToolError = RuntimeError\n"
+        session = self._pool.checkout(
+            script_name=_SCRIPT,
+            limits={
+                "max_feed_duration_secs": limits.cpu_seconds,
+                "max_memory": limits.memory_bytes,
+                "max_suspensions": limits.max_calls + 100,
+            },
+            type_check=True,
+            type_check_format="concise",
+            external_modules=modules,
+        )
+        value: object = None
+        outcome: ExecuteResult | None = None
+        with anyio.move_on_after(limits.wall_seconds) as scope:
+            async with session:
+                await session.feed_run(prelude)
+                try:
+                    value = await session.feed_run(code, print_callback=run.printed)
+                except monty.MontyTypingError as error:
+                    found = tuple((int(m[1]), m[2]) for m in _TYPE_LINE.finditer(error.display()))
+                    text = error.display().strip()
+                    outcome = ExecuteResult(
+                        "type_error", error=text, line=found[0][0] if found else None, type_errors=found
+                    )
+                except (monty.MontySyntaxError, monty.MontyRuntimeError) as error:
+                    frames = error.traceback()
+                    line = frames[-1].line if frames else None
+                    outcome = ExecuteResult("error", error=error.display("type-msg"), line=line)
+        if scope.cancelled_caught:
+            outcome = ExecuteResult("error", error=f"the run took longer than {limits.wall_seconds} s and was stopped")
+        if outcome is None and run.over_budget:
+            outcome = ExecuteResult("error", error=f"call limit reached: at most {limits.max_calls} tool calls")
+        stdout = "".join(run.stdout)
+        calls = tuple(run.calls)
+        if outcome is not None:
+            return ExecuteResult(
+                outcome.status,
+                stdout=stdout,
+                calls=calls,
+                truncated=run.truncated,
+                error=outcome.error,
+                line=outcome.line,
+                type_errors=outcome.type_errors,
+            )
+        result = _jsonable(value)
+        truncated = run.truncated
+        rendered = json.dumps(result, ensure_ascii=False)
+        if len(rendered) > limits.max_output_chars:
+            result, truncated = rendered[: limits.max_output_chars], True
+        return ExecuteResult("ok", value=result, stdout=stdout, calls=calls, truncated=truncated)

@@ -1,0 +1,317 @@
+"""The policy engine: a loaded policy that decides every request at the choke point.
+
+Semantics (SECURITY.md G1):
+
+- A rule *applies* when the caller holds one of its roles (``*``: anyone), the target's server and name
+  match its globs, the tool declares the annotation hints it lists, and its ``when`` condition holds.
+- An applying ``deny`` decides; otherwise an applying ``require_approval``; otherwise an applying
+  ``allow``; otherwise the default: deny. Rule order never matters.
+- A condition that fails to evaluate (a missing argument, a type mismatch) fails closed: it counts as
+  holding for ``deny`` and ``require_approval`` and as not holding for ``allow``.
+- Listings (``method == "list"``) have no arguments: a condition that reads ``arguments`` or ``request``
+  is *deferred*: it cannot hide a target (``deny``) but can show one (``allow``, ``require_approval``),
+  so whatever some call may use is listed, and whatever is listed is refused only by a condition on the
+  call itself. Without such conditions, listing and calling always agree.
+
+Rules are indexed by exact tool name and exact server name, and the candidates for a ``(name, server)``
+pair are remembered, so a decision looks at the few rules that can match, not at all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import translate
+from typing import TYPE_CHECKING, Literal
+
+import mcp_types as types
+
+from portal.naming import SEPARATOR
+from portal.policy._conditions import Bindings, Condition, ConditionError
+from portal.policy._format import Effect
+from portal.policy._roles import RoleBook
+from portal.policy_seam import Decision, Request
+from portal.principal import Principal
+
+if TYPE_CHECKING:
+    from portal.policy._explain import Explanation
+
+__all__ = ["Case", "Glob", "Outcome", "PolicyEngine", "Rule", "RuleResult", "effect_of"]
+
+Outcome = Literal["applies", "role", "annotations", "false", "error", "deferred"]
+"""How a rule fared: it applies, or the role, the annotations or the condition ruled it out; ``error``: its
+condition failed; ``deferred``: its condition needs the call's arguments, which a listing does not have."""
+
+_PRIORITY: dict[Effect, int] = {"deny": 0, "require_approval": 1, "allow": 2}
+_MEMO_LIMIT = 16_384
+DEFAULT_DENY = "default-deny"
+
+
+@dataclass(frozen=True, slots=True)
+class Glob:
+    """A name pattern: ``*`` any run of characters, ``?`` one, ``[abc]`` one of a set."""
+
+    pattern: str
+    literal: bool
+    _match: Callable[[str], re.Match[str] | None]
+
+    @classmethod
+    def compile(cls, pattern: str) -> Glob:
+        """Compile ``pattern`` (case-sensitive, like tool names)."""
+        literal = not any(c in pattern for c in "*?[")
+        return cls(pattern, literal, re.compile(translate(pattern)).match)
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` matches the whole pattern."""
+        return name == self.pattern if self.literal else self._match(name) is not None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rule:
+    """A loaded rule; ``id`` is its name, or ``FILE:LINE`` when it has none."""
+
+    id: str
+    file: str
+    line: int
+    effect: Effect
+    roles: frozenset[str] | None
+    """None: every caller (``*``)."""
+    servers: tuple[Glob, ...]
+    tools: tuple[Glob, ...]
+    hints: tuple[tuple[str, bool], ...]
+    """``(attribute of ToolAnnotations, required value)``."""
+    condition: Condition | None
+    description: str = ""
+
+    def targets(self, name: str, server: str) -> bool:
+        """Whether the rule's server and name globs match (absent globs match anything)."""
+        return (not self.servers or any(g.matches(server) for g in self.servers)) and (
+            not self.tools or any(g.matches(name) for g in self.tools)
+        )
+
+    @property
+    def sort_key(self) -> tuple[int, str, int]:
+        """Deny first, then require_approval, then allow; then file and line (for stable reporting only)."""
+        return _PRIORITY[self.effect], self.file, self.line
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A test case from a policy file."""
+
+    file: str
+    line: int
+    name: str
+    principal: Principal
+    request: Request
+    now: datetime | None
+    expect: Effect
+    listed: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """One candidate rule in an explanation: how it fared, and whether it counted towards the decision."""
+
+    rule: Rule
+    outcome: Outcome
+    counts: bool
+    detail: str = ""
+
+
+def effect_of(decision: Decision) -> Effect:
+    """``allow``, ``deny`` or ``require_approval`` (a listed target is ``allow``)."""
+    if decision.allowed:
+        return "allow"
+    return "require_approval" if decision.needs_approval else "deny"
+
+
+def _counts(effect: Effect, outcome: Outcome) -> bool:
+    if outcome == "applies":
+        return True
+    if outcome == "error":
+        return effect != "allow"  # fail closed
+    if outcome == "deferred":
+        return effect != "deny"  # a listing shows what some call may use
+    return False
+
+
+def _prefix(glob: Glob) -> str | None:
+    """The ``PREFIX`` of a name glob that starts with a literal ``PREFIX__`` (``github__list_*``), else None."""
+    head = re.split(r"[*?\[]", glob.pattern, maxsplit=1)[0]
+    prefix, separator, _ = head.partition(SEPARATOR)
+    return prefix if separator else None
+
+
+class _Index:
+    """Candidate rules for a ``(name, server)`` pair.
+
+    Each rule is filed under its exact names, else the ``PREFIX__`` its name globs start with, else its exact
+    servers, else with the few rules that can match anything; candidates are remembered per pair.
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.by_tool: dict[str, list[Rule]] = {}
+        self.by_prefix: dict[str, list[Rule]] = {}
+        self.by_server: dict[str, list[Rule]] = {}
+        self.rest: list[Rule] = []
+        for rule in rules:
+            prefixes = [None if g.literal else _prefix(g) for g in rule.tools]
+            if rule.tools and all(g.literal or p for g, p in zip(rule.tools, prefixes, strict=True)):
+                for glob, prefix in zip(rule.tools, prefixes, strict=True):
+                    if prefix is None:
+                        self.by_tool.setdefault(glob.pattern, []).append(rule)
+                    else:
+                        self.by_prefix.setdefault(prefix, []).append(rule)
+            elif rule.servers and all(g.literal for g in rule.servers):
+                for glob in rule.servers:
+                    self.by_server.setdefault(glob.pattern, []).append(rule)
+            else:
+                self.rest.append(rule)
+        self._memo: dict[tuple[str, str], tuple[Rule, ...]] = {}
+
+    def candidates(self, name: str, server: str) -> tuple[Rule, ...]:
+        key = (name, server)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            found = self._memo[key] = self._find(name, server)
+        return found
+
+    def _find(self, name: str, server: str) -> tuple[Rule, ...]:
+        rules = {id(r): r for r in self.by_tool.get(name, ()) if r.targets(name, server)}
+        prefix, separator, _ = name.partition(SEPARATOR)
+        if separator:
+            rules.update((id(r), r) for r in self.by_prefix.get(prefix, ()) if r.targets(name, server))
+        rules.update((id(r), r) for r in self.by_server.get(server, ()) if r.targets(name, server))
+        rules.update((id(r), r) for r in self.rest if r.targets(name, server))
+        return tuple(sorted(rules.values(), key=lambda r: r.sort_key))
+
+
+class PolicyEngine:
+    """A loaded policy: decides requests, explains decisions, carries its own test cases.
+
+    Implements :class:`portal.policy_seam.Policy`. Build one with :func:`portal.policy.load_policy`.
+
+    Attributes:
+        directory: Where the policy was loaded from.
+        files: The files it was loaded from.
+        rules: Every rule, in file and line order.
+        cases: Every test case, in file and line order.
+        roles: Every declared role.
+        version: A digest of the files' names and contents (12 hex digits).
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: str,
+        files: Sequence[str],
+        rules: Sequence[Rule],
+        cases: Sequence[Case],
+        roles: Sequence[str],
+        book: RoleBook,
+        version: str,
+    ) -> None:
+        self.directory = directory
+        self.files = tuple(files)
+        self.rules = tuple(rules)
+        self.cases = tuple(cases)
+        self.roles = tuple(roles)
+        self.version = version
+        self.book = book
+        self._index = _Index(self.rules)
+
+    def __repr__(self) -> str:
+        return f"<PolicyEngine {self.directory!r} version={self.version} rules={len(self.rules)}>"
+
+    def decide(self, principal: Principal, request: Request, *, now: datetime | None = None) -> Decision:
+        """Decide one request; ``request.method == "list"`` asks whether the target may be listed.
+
+        Args:
+            principal: Who asks.
+            request: What for.
+            now: The time conditions see; default: the current time.
+        """
+        for result in self._results(principal, request, now):
+            if result.counts:
+                return _decision(result.rule, listing=request.method == "list")
+        return _DEFAULT
+
+    def explain(self, principal: Principal, request: Request, *, now: datetime | None = None) -> Explanation:
+        """Decide, and say how each candidate rule fared and where the caller's roles come from."""
+        from portal.policy._explain import Explanation
+
+        results = tuple(self._results(principal, request, now))
+        decider = next((r.rule for r in results if r.counts), None)
+        decision = _DEFAULT if decider is None else _decision(decider, listing=request.method == "list")
+        return Explanation(
+            principal=principal,
+            request=request,
+            decision=decision,
+            roles=self.book.sources(principal),
+            results=results,
+            decider=decider,
+        )
+
+    def _results(self, principal: Principal, request: Request, now: datetime | None) -> Iterator[RuleResult]:
+        """How each candidate fares, deciding rules first; :meth:`decide` stops at the first that counts."""
+        roles = self.book.roles(principal)
+        listing = request.method == "list"
+        annotations = request.annotations
+        bindings: Bindings | None = None
+        for rule in self._index.candidates(request.target, request.server):
+            if rule.roles is not None and rule.roles.isdisjoint(roles):
+                yield RuleResult(rule, "role", False)
+                continue
+            if rule.hints and not _hints_match(rule.hints, annotations):
+                yield RuleResult(rule, "annotations", False)
+                continue
+            condition = rule.condition
+            if condition is None:
+                yield RuleResult(rule, "applies", True)
+            elif listing and condition.call_time:
+                yield RuleResult(rule, "deferred", _counts(rule.effect, "deferred"))
+            else:
+                if bindings is None:
+                    bindings = Bindings(
+                        principal,
+                        roles,
+                        method=request.method,
+                        target=request.target,
+                        server=request.server,
+                        annotations=annotations,
+                        arguments=request.arguments,
+                        now=now,
+                    )
+                try:
+                    holds = condition.holds(bindings)
+                except ConditionError as error:
+                    yield RuleResult(rule, "error", _counts(rule.effect, "error"), str(error))
+                else:
+                    yield RuleResult(rule, "applies" if holds else "false", holds)
+
+
+def _hints_match(hints: tuple[tuple[str, bool], ...], annotations: types.ToolAnnotations | None) -> bool:
+    if annotations is None:
+        return False
+    return all(getattr(annotations, attribute) is value for attribute, value in hints)
+
+
+_APPROVAL = "needs approval"
+_NOT_YET = "this portal cannot hold calls for approval yet, so an admin must allow the call in the policy"
+_DEFAULT = Decision(allowed=False, rule=DEFAULT_DENY, reason="no policy rule allows it")
+
+
+def _decision(rule: Rule, *, listing: bool) -> Decision:
+    if rule.effect == "allow":
+        return Decision(allowed=True, rule=rule.id)
+    if rule.effect == "deny":
+        return Decision(allowed=False, rule=rule.id, reason=rule.description)
+    if listing:
+        return Decision(allowed=True, rule=rule.id, needs_approval=True)
+    why = f": {rule.description}" if rule.description else ""
+    return Decision(allowed=False, rule=rule.id, reason=f"{_APPROVAL}{why} ({_NOT_YET})", needs_approval=True)

@@ -3,24 +3,66 @@
 Records are queued without blocking the request and written in batches by one background task, so
 auditing costs a call microseconds, not a database round trip. ``flush()`` waits until everything
 queued so far is on disk; shutdown flushes too.
+
+Records are hash-chained (``portal/store/_chain.py``): the writer gives each record of a batch its
+``prev_hash`` and ``hash`` inside the batch's transaction, after taking the chain's lock, so several portal
+processes writing to one database still build one chain. ``verify`` finds the first broken record;
+``query`` reads records for ``dockyard audit tail/search/export``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, Table, insert, select, text
 
 from portal.principal import Principal
-from portal.store import AuditRecord, utcnow
+from portal.store import GENESIS, AuditRecord, ChainBreak, chain_hash, find_break, utcnow
 
-__all__ = ["AuditEvent", "AuditLog", "arguments_digest"]
+__all__ = [
+    "EXPORT_FIELDS",
+    "AuditEvent",
+    "AuditLog",
+    "ChainBreak",
+    "ChainReport",
+    "arguments_digest",
+    "export_line",
+    "query",
+    "verify",
+]
+
+# pg_advisory_xact_lock key serialising chain appends across portal processes (migrations use 8123001).
+_CHAIN_LOCK = 8123002
+_TABLE: Table = AuditRecord.__table__  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownVariableType]
+
+EXPORT_FIELDS = (
+    "id",
+    "at",
+    "principal",
+    "client",
+    "method",
+    "target",
+    "server",
+    "upstream_target",
+    "arguments_digest",
+    "decision",
+    "status",
+    "error",
+    "latency_ms",
+    "bytes_in",
+    "bytes_out",
+    "prev_hash",
+    "hash",
+)
+"""The keys of each line of ``dockyard audit export``, in order; stable across versions."""
 
 logger = logging.getLogger("dockyard.audit")
 
@@ -135,4 +177,138 @@ class AuditLog:
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         with self._engine.begin() as conn:
-            conn.execute(insert(AuditRecord), rows)
+            prev = _lock_chain_head(conn)
+            chained: list[dict[str, Any]] = []
+            for row in rows:
+                digest = chain_hash(row, prev)
+                chained.append({**row, "prev_hash": prev, "hash": digest})
+                prev = digest
+            conn.execute(insert(AuditRecord), chained)
+
+
+def _lock_chain_head(conn: Connection) -> str:
+    """Take the chain's write lock for this transaction; returns the hash of the last record."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK})
+    else:
+        # pysqlite defers BEGIN to the first write; take the write lock now, before reading the head, so
+        # another process cannot append between the read and the insert.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    head = conn.execute(select(_TABLE.c.hash).order_by(_TABLE.c.id.desc()).limit(1)).scalar()
+    return GENESIS if head is None else str(head)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """What ``verify`` found: the first break (None when intact), the records checked and the chain's head."""
+
+    broken: ChainBreak | None
+    checked: int
+    first_id: int | None
+    head_id: int | None
+    head_hash: str | None
+
+    def render(self) -> str:
+        """One line for ``dockyard audit verify``."""
+        if self.broken is not None:
+            return f"audit log broken at {self.broken.render()} ({self.checked} record(s) before it verify)"
+        if self.checked == 0:
+            return "audit log intact: no records"
+        return f"audit log intact: {self.checked} record(s), ids {self.first_id}..{self.head_id}, head {self.head_hash}"
+
+
+def verify(engine: Engine, *, chunk: int = 5000) -> ChainReport:
+    """Check the whole chain in id order, reading ``chunk`` records at a time."""
+    with engine.connect() as conn:
+        first = conn.execute(select(_TABLE.c.id).order_by(_TABLE.c.id).limit(1)).scalar()
+        broken, checked, last = find_break(_stream(conn, chunk=chunk))
+        if broken is not None and "deleted or reordered" in broken.reason:
+            broken = _explain_lost_link(conn, broken)
+    return ChainReport(
+        broken=broken,
+        checked=checked,
+        first_id=None if first is None else int(first),
+        head_id=None if last is None else int(last["id"]),
+        head_hash=None if last is None else str(last["hash"]),
+    )
+
+
+def _stream(conn: Connection, *, chunk: int) -> Iterator[Mapping[str, Any]]:
+    after = None
+    while True:
+        statement = select(_TABLE).order_by(_TABLE.c.id).limit(chunk)
+        if after is not None:
+            statement = statement.where(_TABLE.c.id > after)
+        rows = conn.execute(statement).mappings().all()
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1]["id"]
+
+
+def _explain_lost_link(conn: Connection, broken: ChainBreak) -> ChainBreak:
+    """Say whether the record that should precede ``broken`` was deleted or sits elsewhere (reordered)."""
+    prev = conn.execute(select(_TABLE.c.prev_hash).where(_TABLE.c.id == broken.id)).scalar()
+    found = conn.execute(select(_TABLE.c.id).where(_TABLE.c.hash == prev).limit(1)).scalar()
+    if found is None:
+        return ChainBreak(broken.id, broken.reason.replace("deleted or reordered", "deleted"))
+    return ChainBreak(broken.id, f"is out of order: it follows record {found} in the chain, so records were reordered")
+
+
+def _glob_to_like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def query(
+    engine: Engine,
+    *,
+    principal: str | None = None,
+    tool: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_id: int | None = None,
+    limit: int | None = None,
+    newest: bool = False,
+) -> list[AuditRecord]:
+    """Records matching every filter given, oldest first.
+
+    Args:
+        engine: The portal's database.
+        principal: Exact principal subject.
+        tool: Glob (``*``, ``?``) over the target name, e.g. ``github__*``.
+        status: Exact result status (``ok``, ``error``, ``denied``, ...).
+        since: Records at or after this time.
+        until: Records before this time.
+        after_id: Records with a greater id (for ``tail --follow``).
+        limit: At most this many records.
+        newest: With ``limit``, keep the newest matches rather than the oldest.
+    """
+    statement = select(_TABLE)
+    if principal is not None:
+        statement = statement.where(_TABLE.c.principal == principal)
+    if tool is not None:
+        statement = statement.where(_TABLE.c.target.like(_glob_to_like(tool), escape="\\"))
+    if status is not None:
+        statement = statement.where(_TABLE.c.status == status)
+    if since is not None:
+        statement = statement.where(_TABLE.c.at >= since)
+    if until is not None:
+        statement = statement.where(_TABLE.c.at < until)
+    if after_id is not None:
+        statement = statement.where(_TABLE.c.id > after_id)
+    statement = statement.order_by(_TABLE.c.id.desc() if newest else _TABLE.c.id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    with engine.connect() as conn:
+        records = [AuditRecord.model_validate(row) for row in conn.execute(statement).mappings().all()]
+    if tool is not None:  # LIKE is case-insensitive on SQLite; the glob is not
+        records = [r for r in records if fnmatch.fnmatchcase(r.target, tool)]
+    return records[::-1] if newest else records
+
+
+def export_line(record: AuditRecord) -> str:
+    """One JSONL line for ``record``: the ``EXPORT_FIELDS``, times in ISO 8601 UTC."""
+    data = record.model_dump(mode="json")
+    return json.dumps({name: data.get(name) for name in EXPORT_FIELDS}, ensure_ascii=False, separators=(",", ":"))

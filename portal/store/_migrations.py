@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, insert, inspect
+from sqlalchemy import Connection, Table, bindparam, insert, inspect, text, update
 from sqlmodel import SQLModel, select
 
 from portal.errors import StorageError
+from portal.store._chain import GENESIS, chain_hash
 from portal.store._models import AuditRecord, SchemaVersion, ToolPin, UpstreamStatus
 
 __all__ = ["MIGRATIONS", "migrate"]
@@ -22,7 +23,31 @@ def _v1_initial(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables)  # pyright: ignore[reportUnknownArgumentType]
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+def _v2_audit_chain(conn: Connection) -> None:
+    """Add ``prev_hash`` and ``hash`` to the audit records and chain the records already there, in id order."""
+    # v1 creates tables from the current models, so a new database already has the columns.
+    present = {column["name"] for column in inspect(conn).get_columns("audit_records")}
+    for name in ("prev_hash", "hash"):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE audit_records ADD COLUMN {name} VARCHAR(64)"))
+    table: Table = AuditRecord.__table__  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownVariableType]
+    chained = (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values(prev_hash=bindparam("row_prev"), hash=bindparam("row_hash"))
+    )
+    prev = GENESIS
+    batch: list[dict[str, object]] = []
+    rows = conn.execute(table.select().order_by(table.c.id)).mappings().all()
+    for row in rows:
+        digest = chain_hash(row, prev)
+        batch.append({"row_id": row["id"], "row_prev": prev, "row_hash": digest})
+        prev = digest
+    if batch:
+        conn.execute(chained, batch)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_audit_chain]
 
 
 def migrate(conn: Connection) -> int:

@@ -59,7 +59,11 @@ class UpstreamStatus(SQLModel, table=True):
 
 
 class AuditRecord(SQLModel, table=True):
-    """One decision or call that went through the choke point."""
+    """One decision or call that went through the choke point.
+
+    ``prev_hash`` and ``hash`` chain the records in ``id`` order (see ``_chain.py``); they are nullable
+    only so that a row written outside the audit log can exist, and ``dockyard audit verify`` reports it.
+    """
 
     __tablename__ = "audit_records"  # pyright: ignore[reportAssignmentType]
 
@@ -78,3 +82,5 @@ class AuditRecord(SQLModel, table=True):
     latency_ms: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)

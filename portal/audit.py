@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import anyio
 from sqlalchemy import Connection, Engine, Table, insert, select, text
+from sqlmodel import SQLModel
 
 from portal.principal import Principal
 from portal.store import GENESIS, AuditRecord, ChainBreak, chain_hash, find_break, utcnow
@@ -41,7 +42,7 @@ __all__ = [
 
 # pg_advisory_xact_lock key serialising chain appends across portal processes (migrations use 8123001).
 _CHAIN_LOCK = 8123002
-_TABLE: Table = AuditRecord.__table__  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownVariableType]
+_TABLE: Table = SQLModel.metadata.tables["audit_records"]
 
 EXPORT_FIELDS = (
     "id",
@@ -222,8 +223,8 @@ def verify(engine: Engine, *, chunk: int = 5000) -> ChainReport:
     with engine.connect() as conn:
         first = conn.execute(select(_TABLE.c.id).order_by(_TABLE.c.id).limit(1)).scalar()
         broken, checked, last = find_break(_stream(conn, chunk=chunk))
-        if broken is not None and "deleted or reordered" in broken.reason:
-            broken = _explain_lost_link(conn, broken)
+        if broken is not None and broken.after is not None:
+            broken = _explain_lost_link(conn, broken, broken.after)
     return ChainReport(
         broken=broken,
         checked=checked,
@@ -233,7 +234,7 @@ def verify(engine: Engine, *, chunk: int = 5000) -> ChainReport:
     )
 
 
-def _stream(conn: Connection, *, chunk: int) -> Iterator[Mapping[str, Any]]:
+def _stream(conn: Connection, *, chunk: int) -> Iterator[Mapping[Any, Any]]:
     after = None
     while True:
         statement = select(_TABLE).order_by(_TABLE.c.id).limit(chunk)
@@ -246,13 +247,22 @@ def _stream(conn: Connection, *, chunk: int) -> Iterator[Mapping[str, Any]]:
         after = rows[-1]["id"]
 
 
-def _explain_lost_link(conn: Connection, broken: ChainBreak) -> ChainBreak:
-    """Say whether the record that should precede ``broken`` was deleted or sits elsewhere (reordered)."""
+def _explain_lost_link(conn: Connection, broken: ChainBreak, after: int) -> ChainBreak:
+    """Say whether the record ``broken`` should follow sits elsewhere (reordered) or is gone.
+
+    Only runs once the chain is known to be broken, so a full scan for the hash (unindexed, to keep the
+    write path cheap) is fine.
+    """
     prev = conn.execute(select(_TABLE.c.prev_hash).where(_TABLE.c.id == broken.id)).scalar()
     found = conn.execute(select(_TABLE.c.id).where(_TABLE.c.hash == prev).limit(1)).scalar()
     if found is None:
-        return ChainBreak(broken.id, broken.reason.replace("deleted or reordered", "deleted"))
-    return ChainBreak(broken.id, f"is out of order: it follows record {found} in the chain, so records were reordered")
+        reason = (
+            f"does not follow record {after}: records between them were deleted, "
+            f"or record {after} was edited and its hash recomputed"
+        )
+        return ChainBreak(broken.id, reason, after)
+    reason = f"is out of order: it follows record {found} in the chain, so records were reordered"
+    return ChainBreak(broken.id, reason, after)
 
 
 def _glob_to_like(pattern: str) -> str:

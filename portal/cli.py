@@ -9,6 +9,10 @@
 ``dockyard policy test [DIR]``   run the test cases the policy files carry
 ``dockyard policy explain --as P TOOL [ARGS]``  the decision for one call, and the rules that made it
 ``dockyard policy schema``     print the JSON Schema of policy files
+``dockyard audit verify``      check the audit log's hash chain (exit 1 naming the first broken record)
+``dockyard audit tail [-n N] [--follow]``  the latest audit records
+``dockyard audit search [--principal P] [--tool GLOB] [--status S] [--since T] [--until T] [--limit N]``
+``dockyard audit export [--since T] [--until T]``  every record as JSONL on stdout
 
 Exit status: 0 on success, 1 when a check or test found problems, 2 on an error (bad config, bad input).
 """
@@ -30,6 +34,7 @@ from portal.errors import DockyardError
 
 if TYPE_CHECKING:
     from portal.policy import PolicyEngine
+    from portal.store import AuditRecord
 
 __all__ = ["main"]
 
@@ -273,6 +278,130 @@ def _add_policy_commands(policy: argparse.ArgumentParser) -> None:
     schema.set_defaults(func=_policy_schema)
 
 
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise DockyardError(f"{option} must be an ISO 8601 time such as 2026-03-02T09:30:00Z, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise DockyardError(f"{option} needs an offset ('Z' or '+01:00'), got {value!r}")
+    return parsed
+
+
+def _audit_line(record: AuditRecord) -> str:
+    client = f" via {record.client}" if record.client else ""
+    error = f"  {record.error[:120]}" if record.error else ""
+    return (
+        f"{record.id} {record.at:%Y-%m-%dT%H:%M:%S}Z {record.principal}{client} {record.method} {record.target} "
+        f"{record.decision} {record.status} {record.latency_ms:.1f}ms{error}"
+    )
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from portal.audit import verify
+    from portal.store import open_engine
+
+    engine = open_engine(_settings(args).database_url)
+    try:
+        report = verify(engine)
+    finally:
+        engine.dispose()
+    print(report.render())
+    return 1 if report.broken else 0
+
+
+def _audit_tail(args: argparse.Namespace) -> int:
+    import time
+
+    from portal.audit import query
+    from portal.store import open_engine
+
+    if args.n < 0:
+        raise DockyardError(f"-n must be 0 or more, got {args.n}")
+    engine = open_engine(_settings(args).database_url)
+    try:
+        records = query(engine, limit=args.n, newest=True) if args.n else []
+        for record in records:
+            print(_audit_line(record), flush=True)
+        if not args.follow:
+            return 0
+        last = records[-1].id if records else max((r.id or 0 for r in query(engine, limit=1, newest=True)), default=0)
+        while True:
+            for record in query(engine, after_id=last, limit=1000):
+                print(_audit_line(record), flush=True)
+                last = record.id
+            time.sleep(args.interval)  # a CLI poll: the portal writes in batches anyway
+    finally:
+        engine.dispose()
+
+
+def _audit_search(args: argparse.Namespace) -> int:
+    from portal.audit import query
+    from portal.store import open_engine
+
+    since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    engine = open_engine(_settings(args).database_url)
+    try:
+        records = query(
+            engine,
+            principal=args.principal,
+            tool=args.tool,
+            status=args.status,
+            since=since,
+            until=until,
+            limit=args.limit,
+            newest=True,
+        )
+    finally:
+        engine.dispose()
+    for record in records:
+        print(_audit_line(record))
+    if not records:
+        print("no matching audit records", file=sys.stderr)
+    return 0
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from portal.audit import export_line, query
+    from portal.store import open_engine
+
+    since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    engine = open_engine(_settings(args).database_url)
+    try:
+        last: int | None = None
+        while batch := query(engine, since=since, until=until, after_id=last, limit=5000):
+            sys.stdout.writelines(export_line(record) + "\n" for record in batch)
+            last = batch[-1].id
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _add_audit_commands(audit: argparse.ArgumentParser) -> None:
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify.set_defaults(func=_audit_verify)
+    tail = audit_sub.add_parser("tail", help="the latest records, oldest first")
+    tail.add_argument("-n", type=int, default=20, help="how many records (default: 20)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new records until interrupted")
+    tail.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    tail.set_defaults(func=_audit_tail)
+    search = audit_sub.add_parser("search", help="records matching every filter given (the newest --limit)")
+    search.add_argument("--principal", help="exact principal, e.g. local or alice")
+    search.add_argument("--tool", metavar="GLOB", help="target name pattern, e.g. 'github__*'")
+    search.add_argument("--status", help="ok, error, denied, unavailable, withheld, unknown or cancelled")
+    search.add_argument("--since", metavar="TIME", help="at or after this ISO 8601 time")
+    search.add_argument("--until", metavar="TIME", help="before this ISO 8601 time")
+    search.add_argument("--limit", type=int, default=100, help="at most this many records (default: 100)")
+    search.set_defaults(func=_audit_search)
+    export = audit_sub.add_parser("export", help="records as JSONL on stdout, one per line, with their hashes")
+    export.add_argument("--since", metavar="TIME", help="at or after this ISO 8601 time")
+    export.add_argument("--until", metavar="TIME", help="before this ISO 8601 time")
+    export.set_defaults(func=_audit_export)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard", description="Dockyard: one governed endpoint for MCP servers.")
     parser.add_argument("--config", "-c", help="config file (default: $DOCKYARD_CONFIG or ./dockyard.toml)")
@@ -303,6 +432,7 @@ def _parser() -> argparse.ArgumentParser:
     accept.set_defaults(func=_tools_accept)
 
     _add_policy_commands(commands.add_parser("policy", help="check, test and explain the scope policies"))
+    _add_audit_commands(commands.add_parser("audit", help="verify, tail, search and export the audit log"))
     return parser
 
 

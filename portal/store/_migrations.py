@@ -30,21 +30,25 @@ def _v2_audit_chain(conn: Connection) -> None:
     for name in ("prev_hash", "hash"):
         if name not in present:
             conn.execute(text(f"ALTER TABLE audit_records ADD COLUMN {name} VARCHAR(64)"))
-    table: Table = AuditRecord.__table__  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownVariableType]
+    table: Table = SQLModel.metadata.tables["audit_records"]
     chained = (
         update(table)
         .where(table.c.id == bindparam("row_id"))
         .values(prev_hash=bindparam("row_prev"), hash=bindparam("row_hash"))
     )
-    prev = GENESIS
-    batch: list[dict[str, object]] = []
-    rows = conn.execute(table.select().order_by(table.c.id)).mappings().all()
-    for row in rows:
-        digest = chain_hash(row, prev)
-        batch.append({"row_id": row["id"], "row_prev": prev, "row_hash": digest})
-        prev = digest
-    if batch:
+    prev, last = GENESIS, None
+    while True:  # in chunks, so a large log is never all in memory
+        page = table.select().order_by(table.c.id).limit(5000)
+        rows = conn.execute(page if last is None else page.where(table.c.id > last)).mappings().all()
+        if not rows:
+            return
+        batch: list[dict[str, object]] = []
+        for row in rows:
+            digest = chain_hash(row, prev)
+            batch.append({"row_id": row["id"], "row_prev": prev, "row_hash": digest})
+            prev = digest
         conn.execute(chained, batch)
+        last = rows[-1]["id"]
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_audit_chain]

@@ -10,7 +10,7 @@ so a construct it cannot express in Python's type system widens to ``JSON`` inst
 - ``anyOf``/``oneOf`` → a union (``oneOf``'s exclusivity cannot be typed); the keywords beside them are
   merged into each branch; branches that only add constraints (``required`` lists) are ignored.
 - ``allOf`` → the members merged into one schema (properties joined, required lists united, types
-  intersected).
+  intersected, ``enum``/``const`` values intersected).
 - ``type`` lists, ``nullable: true`` → unions with ``None``; ``enum``/``const`` → ``Literal`` (floats and
   objects widen to ``float``/``JSON``); ``integer`` → ``int``, ``number`` → ``float``.
 - objects with ``properties`` → a TypedDict (``NotRequired`` for optional keys); without them → ``dict[str,
@@ -239,13 +239,22 @@ def merge(a: Schema, b: Schema) -> dict[str, Any]:
             )
         elif key == "type":
             out[key] = _intersect_types(mine, value)
-        elif key == "enum":
-            allowed = {_canonical(v) for v in as_list(value)}
-            out[key] = [v for v in as_list(mine) if _canonical(v) in allowed]
         elif key in ("additionalProperties", "items"):
             out[key] = False if mine is False or value is False else {"allOf": [mine, value]}
         # Anything else (a second anyOf, descriptions, constraints): the first one stays.
+    mine_values, their_values = _allowed_values(a), _allowed_values(b)
+    if mine_values is not None and their_values is not None:
+        # ``const`` is a one-value ``enum``: both sides' values must hold (``enum: ['']`` and ``const: null``: none).
+        allowed = {_canonical(v) for v in their_values}
+        out.pop("const", None)
+        out["enum"] = [v for v in mine_values if _canonical(v) in allowed]
     return out
+
+
+def _allowed_values(schema: Schema) -> list[object] | None:
+    if "const" in schema:
+        return [schema["const"]]
+    return as_list(schema["enum"]) if isinstance(schema.get("enum"), list) else None
 
 
 def _tag(schema: Schema) -> object:
@@ -278,6 +287,8 @@ class Converter:
     definitions: dict[str, TypedDictDef | AliasDef] = field(default_factory=dict[str, "TypedDictDef | AliasDef"])
     _refs: dict[tuple[str, str], str] = field(default_factory=dict[tuple[str, str], str])
     _active: dict[tuple[str, str], int] = field(default_factory=dict[tuple[str, str], int])
+    _merging: set[tuple[str, str]] = field(default_factory=set[tuple[str, str]])
+    """The ``allOf`` schemas being converted: one met again inside itself came back through a ``$ref``."""
 
     def convert(self, schema: object, doc: Document, hint: str, *, depth: int = 0, name: str | None = None) -> PyType:
         """The Python type for ``schema``; ``hint`` names any TypedDict it needs (``name`` exactly, if given).
@@ -365,12 +376,18 @@ class Converter:
         rest = {k: v for k, v in schema.items() if k != "allOf"}
         if len(members) == 1 and not _has_type_keywords(rest):
             return self.convert(members[0], doc, hint, depth=depth, name=name)
-        merged = self.inline(schema, doc)
+        key = (_canonical(schema), doc.key)
+        merged = None if key in self._merging else self.inline(schema, doc)
         if merged is None:
-            # A member refers back to a definition being converted: the reference alone is the best type.
+            # A member refers back to a definition being converted (or being merged, inlined, by an enclosing
+            # allOf, which would merge it again and again): the reference alone is the best type.
             refs = [m for m in members if "$ref" in (as_schema(m) or {})]
             return self.convert(refs[0] if refs else rest, doc, hint, depth=depth, name=name)
-        return self.convert(merged, doc, hint, depth=depth, name=name)
+        self._merging.add(key)
+        try:
+            return self.convert(merged, doc, hint, depth=depth, name=name)
+        finally:
+            self._merging.discard(key)
 
     def _any_of(
         self, schema: Schema, branches: list[object], doc: Document, hint: str, depth: int, name: str | None

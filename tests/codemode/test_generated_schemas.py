@@ -20,6 +20,7 @@ from codemode import generate_sdk
 from tests.codemode.conftest import load
 from tests.codemode.jsonvalues import (
     AWKWARD_NAMES,
+    DEFINITIONS,
     conforms,
     instances,
     schemas,
@@ -71,6 +72,50 @@ def test_whatever_the_annotations_admit_is_valid_for_the_schema_structure(
     run_now(fn(**kwargs))
     [(_, arguments)] = sdk.recorder.calls
     validator(structural(schema)).validate(arguments)
+
+
+def _nested_nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [{"anyOf": [schema, {"type": "null"}]}, {"type": "null"}]}
+
+
+def test_an_all_of_of_recursive_refs_is_merged_without_recursing_forever() -> None:
+    # Found by Hypothesis: merging `Node` with itself merged its `children` items (`Node` and `Node`) again, forever.
+    member = {"type": "object", "properties": {"a": {"$ref": "#/$defs/Node"}}, "required": []}
+    schema = {
+        "type": "object",
+        "properties": {"a": _nested_nullable({"allOf": [member, member]})},
+        "required": [],
+        "$defs": DEFINITIONS,
+    }
+    generated = generate_sdk({"server": [_tool(schema, "tool")]})
+    assert "children: NotRequired[list[Node]]" in generated.source
+    sdk = load(generated)
+    arguments = {"a": {"a": {"value": "x", "children": [{"value": "y", "next": None}], "next": {"value": "z"}}}}
+    run_now(sdk.callable("server", "tool")(**arguments))
+    assert sdk.recorder.calls == [(sdk.sdk.functions[0].target, arguments)]
+    validator(structural(schema)).validate(arguments)
+
+
+def test_an_all_of_whose_enum_and_const_share_no_value_admits_no_value() -> None:
+    # Found by Hypothesis: `enum: [""]` merged with `const: null` was typed `None`, which neither allows.
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": _nested_nullable(
+                {
+                    "allOf": [
+                        {"type": "object", "properties": {"a": {"enum": [""]}}, "required": []},
+                        {"type": "object", "properties": {"a": {"const": None}}, "required": ["a"]},
+                    ]
+                }
+            )
+        },
+        "required": ["a"],
+    }
+    sdk = load(generate_sdk({"server": [_tool(schema, "tool")]}))
+    [parameter] = inspect.signature(sdk.callable("server", "tool")).parameters.values()
+    assert parameter.annotation == "None"  # the object cannot exist: only null is left
+    validator(structural(schema)).validate({"a": None})
 
 
 def test_generated_modules_type_check_in_strict_mode(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -139,7 +140,7 @@ def create_app(settings: Settings) -> Starlette:
                 code_manager.run(),
                 anyio.create_task_group() as tasks,
             ):
-                tasks.start_soon(policy.watch)
+                tasks.start_soon(partial(policy.watch, on_reload=gateway.notify_changed))
                 try:
                     yield
                 finally:

@@ -199,6 +199,11 @@ class Gateway:
         """Call ``listener`` with the kinds of list that changed after each catalog rebuild."""
         self._listeners.append(listener)
 
+    async def notify_changed(self, kinds: set[ListKind] | None = None) -> None:
+        """Tell clients their lists may have changed (e.g. a new policy shows or hides tools)."""
+        for listener in list(self._listeners):
+            await listener(kinds or {"tools", "prompts", "resources"})
+
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[Gateway]:
         """Run the upstream supervisors and the audit writer for the duration of the block."""

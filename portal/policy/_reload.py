@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -108,11 +109,12 @@ class ReloadingPolicy:
         )
         return True
 
-    async def watch(self, *, interval: float = 1.0) -> None:
-        """Reload whenever the files change, until cancelled."""
+    async def watch(self, *, interval: float = 1.0, on_reload: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Reload whenever the files change, until cancelled; await ``on_reload`` after each new policy."""
         while True:
             await anyio.sleep(interval)
-            await anyio.to_thread.run_sync(self.reload)
+            if await anyio.to_thread.run_sync(self.reload) and on_reload is not None:
+                await on_reload()
 
     def __repr__(self) -> str:
         return f"<ReloadingPolicy {str(self.directory)!r} version={self.current.version}>"

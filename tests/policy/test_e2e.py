@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+import anyio
 import httpx
 import mcp_types as types
 import pytest
@@ -99,12 +100,23 @@ async def test_a_changed_policy_takes_effect_without_restart_and_a_broken_edit_k
     tmp_path: Path, policy_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = settings_for(tmp_path, write_files(policy_dir, main=POLICY))
-    async with running_portal(settings) as portal, Client(portal.mcp_url, mode="legacy") as client:
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with (
+        running_portal(settings) as portal,
+        Client(portal.mcp_url, mode="legacy", message_handler=on_message) as client,
+    ):
         assert "notes__read_note" in await listed(client)
         first = portal.portal.policy.current.version
 
         write_files(policy_dir, reads=NO_READ)
         await wait_for(lambda: portal.portal.policy.current.version != first, timeout=10)
+        with anyio.fail_after(10):
+            await changed.wait()  # clients are told to list again after a new policy
         assert "notes__read_note" not in await listed(client)
         with pytest.raises(MCPError, match="unknown tool"):
             await client.call_tool("notes__read_note", {"name": "welcome"})

@@ -38,8 +38,8 @@ function name (`namespace.function`) returns its full stub. Search before you wr
 
 EXECUTE_DESCRIPTION = """\
 Run a Python script against the SDK found with `search`, and get back the value of its last expression, \
-what it printed, and the tool calls it made (tool, ok, ms). Use it to chain several tool calls and to \
-filter large results down to what you need before they reach you.
+what it printed, and the tool calls it made (tool, ok, ms; per tool past 10). Use it to chain several \
+tool calls and to filter large results down to what you need before they reach you.
 The script runs in a sandboxed Python subset (Monty): top-level `await` works; the SDK namespaces are \
 already imported; there is no filesystem, network or environment access, and only the standard \
 library's pure modules (json, re, math, datetime, ...). The script is type-checked against the SDK first: \
@@ -163,12 +163,30 @@ def _error(message: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
 
 
+_CALLS_IN_FULL = 10
+"""Past this many SDK calls, ``execute`` reports them per tool: a long call log would cost the model more
+tokens than the results the script filtered away (bench/codemode measured it)."""
+
+
+def _calls(outcome: ExecuteResult) -> list[dict[str, Any]]:
+    if len(outcome.calls) <= _CALLS_IN_FULL:
+        return [asdict(call) for call in outcome.calls]
+    per_tool: dict[str, dict[str, Any]] = {}
+    for call in outcome.calls:
+        entry = per_tool.setdefault(call.tool, {"tool": call.tool, "calls": 0, "failed": 0, "ms": 0.0})
+        entry["calls"] += 1
+        entry["failed"] += 0 if call.ok else 1
+        entry["ms"] += call.ms
+    return [{**entry, "ms": round(entry["ms"], 1)} for entry in per_tool.values()]
+
+
 def _answer(outcome: ExecuteResult) -> types.CallToolResult:
     body: dict[str, Any] = {
         "status": outcome.status,
         "value": outcome.value,
         "stdout": outcome.stdout,
-        "calls": [asdict(call) for call in outcome.calls],
+        "calls": _calls(outcome),
+        "calls_total": len(outcome.calls),
         "truncated": outcome.truncated,
     }
     if outcome.status != "ok":

@@ -84,6 +84,13 @@ async def test_a_client_searches_then_executes_a_script_chaining_calls_on_two_se
             ("interactive__describe", True),
         ]
 
+        many = await client.call_tool(
+            "execute", {"code": "total = 0\nfor i in range(12):\n    await everything.get_sum(a=i, b=1)\ntotal\n"}
+        )
+        assert many.structured_content is not None and many.structured_content["calls_total"] == 12
+        summary = many.structured_content["calls"]
+        assert [(c["tool"], c["calls"], c["failed"]) for c in summary] == [("everything__get-sum", 12, 0)]
+
         typo = await client.call_tool("execute", {"code": "x = 1\nawait everything.get_sum(a=1)\n"})
         assert typo.is_error and typo.structured_content is not None
         assert typo.structured_content["status"] == "type_error" and typo.structured_content["line"] == 2
@@ -97,4 +104,5 @@ async def test_a_client_searches_then_executes_a_script_chaining_calls_on_two_se
         ("everything__get-sum", "ok", "local"),
         ("everything__echo", "ok", "local"),
         ("interactive__describe", "ok", "local"),
+        *[("everything__get-sum", "ok", "local")] * 12,
     ]

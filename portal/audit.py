@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, Table, insert, select, text
 from sqlmodel import SQLModel
 
 from portal.principal import Principal
-from portal.store import GENESIS, AuditRecord, ChainBreak, chain_hash, find_break, utcnow
+from portal.store import CHAINED_FIELDS, GENESIS, AuditRecord, ChainBreak, chain_hash, find_break, utcnow
 
 __all__ = [
     "EXPORT_FIELDS",
@@ -44,25 +44,7 @@ __all__ = [
 _CHAIN_LOCK = 8123002
 _TABLE: Table = SQLModel.metadata.tables["audit_records"]
 
-EXPORT_FIELDS = (
-    "id",
-    "at",
-    "principal",
-    "client",
-    "method",
-    "target",
-    "server",
-    "upstream_target",
-    "arguments_digest",
-    "decision",
-    "status",
-    "error",
-    "latency_ms",
-    "bytes_in",
-    "bytes_out",
-    "prev_hash",
-    "hash",
-)
+EXPORT_FIELDS = ("id", *CHAINED_FIELDS, "prev_hash", "hash")
 """The keys of each line of ``dockyard audit export``, in order; stable across versions."""
 
 logger = logging.getLogger("dockyard.audit")

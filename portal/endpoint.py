@@ -8,7 +8,8 @@ errors are translated into protocol errors here, once.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import contextmanager
 from typing import Any, get_args
 
 import mcp_types as types
@@ -165,8 +166,21 @@ class _PortalServer(Server[Any]):
         return super().create_initialization_options(options, experimental_capabilities, extensions)
 
 
-def _not_found(error: UnknownTargetError) -> MCPError:
-    return MCPError(code=types.INVALID_PARAMS, message=str(error))
+@contextmanager
+def _protocol_errors(*, uri: str | None = None) -> Generator[None]:
+    """Translate the gateway's refusals into JSON-RPC errors, in this one place.
+
+    Args:
+        uri: The resource a request names, so an unknown one gets the resource-not-found shape.
+    """
+    try:
+        yield
+    except UnknownTargetError as error:
+        if uri is not None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
+        raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
+    except UpstreamUnavailableError as error:
+        raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
 
 class _Handlers:
@@ -185,7 +199,7 @@ class _Handlers:
         self, ctx: Ctx, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         self.connections.remember(ctx)
-        try:
+        with _protocol_errors():
             return await self.gateway.call_tool(
                 principal_of(ctx),
                 params.name,
@@ -194,8 +208,6 @@ class _Handlers:
                 input_responses=params.input_responses,
                 request_state=params.request_state,
             )
-        except UnknownTargetError as error:
-            raise _not_found(error) from None
 
     async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         self.connections.remember(ctx)
@@ -204,7 +216,7 @@ class _Handlers:
     async def get_prompt(
         self, ctx: Ctx, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult | types.InputRequiredResult:
-        try:
+        with _protocol_errors():
             return await self.gateway.get_prompt(
                 principal_of(ctx),
                 params.name,
@@ -213,10 +225,6 @@ class _Handlers:
                 input_responses=params.input_responses,
                 request_state=params.request_state,
             )
-        except UnknownTargetError as error:
-            raise _not_found(error) from None
-        except UpstreamUnavailableError as error:
-            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
     async def list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         self.connections.remember(ctx)
@@ -232,7 +240,7 @@ class _Handlers:
         self, ctx: Ctx, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult | types.InputRequiredResult:
         uri = str(params.uri)
-        try:
+        with _protocol_errors(uri=uri):
             return await self.gateway.read_resource(
                 principal_of(ctx),
                 uri,
@@ -240,19 +248,11 @@ class _Handlers:
                 input_responses=params.input_responses,
                 request_state=params.request_state,
             )
-        except UnknownTargetError:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
-        except UpstreamUnavailableError as error:
-            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
-        try:
+        with _protocol_errors(uri=uri):
             await self.gateway.subscribe(principal_of(ctx), uri, channel=_RequestChannel(ctx))
-        except UnknownTargetError:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri}) from None
-        except UpstreamUnavailableError as error:
-            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
         return types.EmptyResult()
 
     async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -260,12 +260,8 @@ class _Handlers:
         return types.EmptyResult()
 
     async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
-        try:
+        with _protocol_errors():
             return await self.gateway.complete(principal_of(ctx), params.ref, params.argument, params.context)
-        except UnknownTargetError as error:
-            raise _not_found(error) from None
-        except UpstreamUnavailableError as error:
-            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
     async def set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         # Upstream log messages then reach this client through upstream sessions of its own.

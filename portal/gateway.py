@@ -38,7 +38,7 @@ from portal.sealing import Sealer, TamperedStateError
 from portal.store import UpstreamStatus, utcnow
 from portal.upstreams import FORWARDED_CAPABILITIES, SessionHandlers, Upstream
 
-__all__ = ["Gateway", "ListKind"]
+__all__ = ["CALLER_META", "Gateway", "ListKind"]
 
 logger = logging.getLogger("dockyard.gateway")
 
@@ -80,6 +80,22 @@ class _Relay:
         channel = self._current()
         if channel is not None:
             await channel.log(params)
+
+
+CALLER_META = "io.dockyard/caller"
+"""``_meta`` key of the caller's identity and egress allow-list, sent only to in-process (built-in) servers."""
+
+
+def _caller_meta(trace: _Trace) -> types.RequestParamsMeta:
+    """Who a call is for, for the built-in servers the portal mounts in-process (never for remote ones).
+
+    Only the portal reaches an in-process server, so it may trust this: a client's own ``_meta`` is never
+    forwarded upstream.
+    """
+    egress = list(trace.decision.egress) if trace.decision is not None else []
+    who = trace.principal
+    principal = who.subject if who.kind == "local" else f"{who.kind}:{who.subject}"
+    return {CALLER_META: {"principal": principal, "egress": egress}}  # pyright: ignore[reportReturnType]
 
 
 def _decision_label(decision: Decision | None) -> str:
@@ -495,9 +511,11 @@ class Gateway:
                         progress_callback=progress,
                         input_responses=responses,
                         request_state=state,
+                        meta=meta,
                         allow_input_required=True,
                     )
 
+                meta = _caller_meta(trace) if upstream.kind == "inprocess" else None
                 return await self._drive(channel, send, input_responses, upstream_state)
             finally:
                 if relay is not None:

@@ -16,7 +16,7 @@ import mcp_types as types
 
 from portal.principal import Principal
 
-__all__ = ["AllowLocal", "Decision", "Policy", "Request"]
+__all__ = ["AllowLocal", "Decision", "Limit", "Policy", "Redaction", "Request"]
 
 Method = Literal["tools/call", "prompts/get", "resources/read", "resources/subscribe", "completion/complete"]
 
@@ -37,6 +37,30 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """A rate limit or quota that applies to a call: at most ``count`` calls per fixed window of ``window`` seconds.
+
+    Calls are counted separately for each distinct value of the ``per`` dimensions (``principal``: the caller's
+    subject, ``tool``: the target name, ``server``: its server); an empty ``per`` counts every matching call
+    together. Enforced across every portal process sharing the database.
+    """
+
+    rule: str
+    count: int
+    window: float
+    per: tuple[Literal["principal", "tool", "server"], ...] = ("principal",)
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """Result redaction that applies to a call: text matching ``pattern`` (a regex) becomes ``[REDACTED:name]``."""
+
+    rule: str
+    name: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """A policy's answer; ``rule`` names what decided, for the audit log.
 
@@ -49,6 +73,13 @@ class Decision:
     rule: str
     reason: str = ""
     needs_approval: bool = False
+    limits: tuple[Limit, ...] = ()
+    """Rate limits and quotas an allowed call must fit in before it runs."""
+    redactions: tuple[Redaction, ...] = ()
+    """What to redact from the result of an allowed call before the caller (or the audit log) sees it."""
+    egress: tuple[str, ...] = ()
+    """Host globs (``api.github.com``, ``*.example.com``, ``host:port``) the called server may reach on the
+    caller's behalf (the sandbox and browser servers read it); empty: no network."""
 
 
 class Policy(Protocol):

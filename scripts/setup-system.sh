@@ -6,6 +6,9 @@ need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)          # the sandbox server's default backend
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)         # its docker backend
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)   # builds the sandbox image (no registry here)
 
 if ((${#need[@]})); then
     echo "setup-system: installing ${need[*]}" >&2

@@ -103,6 +103,8 @@ class PolicySettings(_Strict):
     dir: Path | None = None
     """Directory of policy files (``*.yaml``), reloaded when they change. Default: the ``policies/`` folder
     shipped with Dockyard (its ``default.yaml``). A relative path is relative to the config file."""
+    approval_ttl: Annotated[float, Field(gt=0, le=30 * 86400)] = 86400.0
+    """Seconds a call held for approval waits for an admin's decision, and an approval stays usable."""
 
 
 class ServerSettings(_Strict):

@@ -7,6 +7,7 @@ Hierarchy::
     ├── StorageError         the database cannot be opened or migrated
     ├── ServersImportError   an mcpServers file cannot be imported
     ├── StateKeyError        the key file that signs requestState is unusable (too short, open to others)
+    ├── ApprovalError        an approval that does not exist, or cannot be decided (already decided, expired)
     ├── TamperedStateError   sealed state (``requestState``) not issued by this portal, or changed
     │   └── ExpiredStateError    sealed state this portal issued whose expiry has passed
     └── GatewayError         a request the choke point refuses, translated once into a protocol error
@@ -18,6 +19,7 @@ Hierarchy::
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalError",
     "ConfigError",
     "DockyardError",
     "ExpiredStateError",
@@ -87,3 +89,7 @@ class UpstreamUnavailableError(GatewayError):
 
 class WithheldToolError(GatewayError):
     """The tool's definition changed upstream and is held until an admin accepts it (SECURITY.md G3)."""
+
+
+class ApprovalError(DockyardError):
+    """An approval does not exist, or cannot be approved or denied (already decided, or expired)."""

@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from portal.approvals import APPROVAL_META, Approval, ApprovalStore
 from portal.audit import AuditEvent, AuditLog, Status, arguments_digest
 from portal.catalog import Catalog, build_catalog
 from portal.channel import ClientChannel
@@ -93,9 +94,20 @@ def _caller_meta(trace: _Trace) -> types.RequestParamsMeta:
     forwarded upstream.
     """
     egress = list(trace.decision.egress) if trace.decision is not None else []
-    who = trace.principal
-    principal = who.subject if who.kind == "local" else f"{who.kind}:{who.subject}"
-    return {CALLER_META: {"principal": principal, "egress": egress}}  # pyright: ignore[reportReturnType]
+    return {CALLER_META: {"principal": trace.principal.label, "egress": egress}}  # pyright: ignore[reportReturnType]
+
+
+def _pending_message(approval: Approval) -> str:
+    why = f": {approval.reason}" if approval.reason else ""
+    return (
+        f"This call needs approval (rule {approval.rule!r}{why}) and is held as {approval.id} until "
+        f"{approval.expires_at:%Y-%m-%d %H:%M} UTC. An admin approves it with "
+        f"'dockyard approvals approve {approval.id}'; then call again with the same arguments and it runs once."
+    )
+
+
+def _approval_meta(approval: Approval) -> dict[str, Any]:
+    return {"id": approval.id, "status": approval.status, "expires_at": approval.expires_at.isoformat()}
 
 
 def _decision_label(decision: Decision | None) -> str:
@@ -117,6 +129,8 @@ class _Trace:
     server: str | None = None
     upstream_target: str | None = None
     decision: Decision | None = None
+    approval: str | None = None
+    """The approval this call runs under, once consumed."""
     status: Status = "ok"
     error: str | None = None
 
@@ -132,7 +146,7 @@ class _Trace:
                 principal=self.principal,
                 method=self.method,
                 target=self.target,
-                decision=_decision_label(decision),
+                decision=f"approved:{self.approval}" if self.approval else _decision_label(decision),
                 status=status,
                 server=self.server,
                 upstream_target=self.upstream_target,
@@ -178,6 +192,7 @@ class Gateway:
         self.policy: Policy = policy or AllowLocal()
         self.audit = AuditLog(engine)
         self.pins = PinStore(engine)
+        self.approvals = ApprovalStore(engine, ttl=settings.policy.approval_ttl)
         self._sealer = sealer
         self._catalog = Catalog()
         self._rebuild_lock = anyio.Lock()
@@ -420,7 +435,7 @@ class Gateway:
         except TamperedStateError as error:
             trace.done("denied", error=str(error))
             raise MCPError(code=types.INVALID_PARAMS, message=str(error)) from None
-        if sealed.get("p") != trace.principal.subject or (sealed.get("m"), sealed.get("t")) != (
+        if sealed.get("p") != trace.principal.label or (sealed.get("m"), sealed.get("t")) != (
             trace.method,
             trace.target,
         ):
@@ -431,8 +446,63 @@ class Gateway:
 
     def _seal(self, trace: _Trace, result: types.InputRequiredResult) -> types.InputRequiredResult:
         """Wrap the upstream's state so only this principal can resume only this request with it (T5)."""
-        state = {"p": trace.principal.subject, "m": trace.method, "t": trace.target, "u": result.request_state}
+        state = {"p": trace.principal.label, "m": trace.method, "t": trace.target, "u": result.request_state}
         return result.model_copy(update={"request_state": self._sealer.seal(state)})
+
+    async def _hold(
+        self, trace: _Trace, arguments: dict[str, Any] | None, channel: ClientChannel, request_state: str | None
+    ) -> types.CallToolResult | types.InputRequiredResult | None:
+        """Hold a call that needs approval; None when an approval for exactly this call was just used up.
+
+        The caller gets a pending answer naming the approval: an input-required result with a sealed
+        ``requestState`` for a 2026-07-28 client that can show a message (retrying after the admin decides
+        runs the call), otherwise an error result it can act on by calling again.
+        """
+        if request_state is not None:
+            self._unseal(trace, request_state)  # only this principal's own state for this call (T5)
+        decision = trace.decision
+        assert decision is not None and trace.server is not None
+        approval = await self.approvals.hold(
+            trace.principal,
+            method=trace.method,
+            target=trace.target,
+            server=trace.server,
+            arguments=arguments,
+            rule=decision.rule,
+            reason=decision.reason,
+            policy_version=self.policy.version,
+        )
+        if approval.status == "approved" and await self.approvals.consume(approval.id):
+            trace.approval = approval.id
+            trace.decision = Decision(
+                allowed=True,
+                rule=decision.rule,
+                limits=decision.limits,
+                redactions=decision.redactions,
+                egress=decision.egress,
+            )
+            return None
+        if approval.status == "denied":
+            note = f": {approval.note}" if approval.note else ""
+            message = f"denied by {approval.decided_by} (approval {approval.id}){note}"
+            trace.done("denied", error=message)
+            return _error_result(message)
+        if approval.status == "approved":  # another call used it between our read and our update
+            return await self._hold(trace, arguments, channel, None)
+        trace.done("pending", error=f"awaiting approval {approval.id}")
+        message = _pending_message(approval)
+        caps = channel.capabilities
+        if channel.modern and caps is not None and caps.elicitation is not None:
+            ask = types.ElicitRequest(
+                params=types.ElicitRequestFormParams(
+                    message=f"{message}\nAccept to check again.",
+                    requested_schema={"type": "object", "properties": {}},
+                )
+            )
+            state = {"p": trace.principal.label, "m": trace.method, "t": trace.target, "a": approval.id}
+            return types.InputRequiredResult(input_requests={"approval": ask}, request_state=self._sealer.seal(state))
+        result = _error_result(message)
+        return result.model_copy(update={"meta": {APPROVAL_META: _approval_meta(approval)}})
 
     async def call_tool(
         self,
@@ -466,10 +536,15 @@ class Gateway:
             if not self._visible(principal, name, entry.server, annotations):
                 trace.done("unknown")
                 raise UnknownTargetError(f"unknown tool: {name!r}")
-            reason = f": {trace.decision.reason}" if trace.decision.reason else ""
-            message = f"denied by policy ({trace.decision.rule}){reason}"
-            trace.done("denied", error=message)
-            return _error_result(message)
+            if not trace.decision.needs_approval:
+                reason = f": {trace.decision.reason}" if trace.decision.reason else ""
+                message = f"denied by policy ({trace.decision.rule}){reason}"
+                trace.done("denied", error=message)
+                return _error_result(message)
+            held = await self._hold(trace, arguments, channel, request_state)
+            if held is not None:
+                return held
+            input_responses = request_state = None  # answers to the portal's own approval round
         upstream_state = self._unseal(trace, request_state)
         upstream = self.upstreams[entry.server]
         result = await self._invoke(trace, upstream, channel, arguments, input_responses, upstream_state)

@@ -85,6 +85,11 @@ class Decision:
 class Policy(Protocol):
     """Decides who may see and use what."""
 
+    @property
+    def version(self) -> str:
+        """Names the rules in force; approvals are bound to it."""
+        ...
+
     def decide(self, principal: Principal, request: Request) -> Decision:
         """Decide one request; ``method == "list"`` asks whether the target may be listed."""
         ...
@@ -93,6 +98,7 @@ class Policy(Protocol):
 class AllowLocal:
     """Everything for the local principal of auth mode ``none``; nothing for anyone else (SECURITY.md G1)."""
 
+    version = "allow-local"
     _ALLOW = Decision(allowed=True, rule="auth-none:local")
     _DENY = Decision(allowed=False, rule="default-deny", reason="no policy grants this principal anything")
 

@@ -26,6 +26,11 @@ class Principal:
     client_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset[str])
 
+    @property
+    def label(self) -> str:
+        """``local``, ``user:SUBJECT`` or ``service:SUBJECT``: the caller as policy files name it."""
+        return self.subject if self.kind == "local" else f"{self.kind}:{self.subject}"
+
 
 LOCAL_PRINCIPAL = Principal(subject="local", kind="local")
 """The single caller of a portal running with ``[auth] mode = "none"`` (loopback only)."""

@@ -301,8 +301,6 @@ def _hints_match(hints: tuple[tuple[str, bool], ...], annotations: types.ToolAnn
     return all(getattr(annotations, attribute) is value for attribute, value in hints)
 
 
-_APPROVAL = "needs approval"
-_NOT_YET = "this portal cannot hold calls for approval yet, so an admin must allow the call in the policy"
 _DEFAULT = Decision(allowed=False, rule=DEFAULT_DENY, reason="no policy rule allows it")
 
 
@@ -313,5 +311,4 @@ def _decision(rule: Rule, *, listing: bool) -> Decision:
         return Decision(allowed=False, rule=rule.id, reason=rule.description)
     if listing:
         return Decision(allowed=True, rule=rule.id, needs_approval=True)
-    why = f": {rule.description}" if rule.description else ""
-    return Decision(allowed=False, rule=rule.id, reason=f"{_APPROVAL}{why} ({_NOT_YET})", needs_approval=True)
+    return Decision(allowed=False, rule=rule.id, reason=rule.description, needs_approval=True)

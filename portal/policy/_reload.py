@@ -71,6 +71,11 @@ class ReloadingPolicy:
         self._stamp = _stamp(directory)
         self._contents = _contents(directory)
 
+    @property
+    def version(self) -> str:
+        """The version of the policy in force now."""
+        return self.current.version
+
     def decide(self, principal: Principal, request: Request) -> Decision:
         """Decide with the policy in force now."""
         return self.current.decide(principal, request)

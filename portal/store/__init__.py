@@ -3,12 +3,13 @@
 from portal.store._chain import CHAINED_FIELDS, GENESIS, ChainBreak, chain_hash, find_break
 from portal.store._engine import open_engine
 from portal.store._migrations import MIGRATIONS, migrate
-from portal.store._models import AuditRecord, SchemaVersion, ToolPin, UpstreamStatus, utcnow
+from portal.store._models import ApprovalRecord, AuditRecord, SchemaVersion, ToolPin, UpstreamStatus, utcnow
 
 __all__ = [
     "CHAINED_FIELDS",
     "GENESIS",
     "MIGRATIONS",
+    "ApprovalRecord",
     "AuditRecord",
     "ChainBreak",
     "SchemaVersion",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AuditRecord", "SchemaVersion", "ToolPin", "UpstreamStatus", "utcnow"]
+__all__ = ["ApprovalRecord", "AuditRecord", "SchemaVersion", "ToolPin", "UpstreamStatus", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -84,3 +84,32 @@ class AuditRecord(SQLModel, table=True):
     bytes_out: int = 0
     prev_hash: str | None = Field(default=None, max_length=64)
     hash: str | None = Field(default=None, max_length=64)
+
+
+class ApprovalRecord(SQLModel, table=True):
+    """A call held until an admin approves or denies it (``portal/approvals.py``).
+
+    ``digest`` binds the approval to the exact principal, method, target, arguments and policy version;
+    ``status`` is ``pending``, ``approved``, ``denied`` or ``consumed`` (an approved call that has run);
+    past ``expires_at`` a pending or approved record counts as expired.
+    """
+
+    __tablename__ = "approvals"  # pyright: ignore[reportAssignmentType]
+
+    id: str = Field(primary_key=True, max_length=32)
+    digest: str = Field(max_length=64, index=True)
+    principal: str = Field(max_length=256, index=True)
+    method: str = Field(max_length=64)
+    target: str = Field(max_length=512)
+    server: str = Field(max_length=64)
+    arguments: dict[str, object] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    policy_version: str = Field(max_length=64)
+    rule: str = Field(max_length=256)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    decided_by: str | None = Field(default=None, max_length=256)
+    decided_at: datetime | None = None
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    consumed_at: datetime | None = None

@@ -91,7 +91,7 @@ async def test_the_policy_decides_what_is_listed_callable_or_held_for_approval(
             rows = session.exec(select(AuditRecord).where(AuditRecord.method == "tools/call")).all()
     decisions = {(r.target, r.decision.split(":")[-1], r.status) for r in rows}  # "deny:RULE", "allow"
     assert ("notes__export_secrets", "no-export", "unknown") in decisions
-    assert ("notes__delete_note", "deleting-needs-approval", "denied") in decisions
+    assert ("notes__delete_note", "deleting-needs-approval", "pending") in decisions
     assert ("notes__write_note", "no-root-note", "denied") in decisions
     assert ("notes__read_note", "allow", "ok") in decisions
 

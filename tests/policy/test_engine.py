@@ -90,7 +90,7 @@ def test_approval_wins_over_allow_but_the_target_stays_listed(load: Load) -> Non
     engine = load(roles=ROLES, rules=rules)
     decision = engine.decide(LOCAL_PRINCIPAL, call("fs__delete"))
     assert (decision.allowed, decision.needs_approval, decision.rule) == (False, True, "careful")
-    assert decision.reason.startswith("needs approval: Deletes. (this portal cannot hold calls for approval yet")
+    assert decision.reason == "Deletes."
     listed = engine.decide(LOCAL_PRINCIPAL, listing("fs__delete"))
     assert (listed.allowed, listed.needs_approval) == (True, True)
 

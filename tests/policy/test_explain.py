@@ -42,8 +42,7 @@ def test_an_explanation_shows_the_decider_the_roles_and_every_candidate(load: Lo
     assert explanation.render() == "\n".join(
         [
             "decision: require_approval by rule 'destructive' (p.yaml:8)",
-            "          needs approval: The tool says it may destroy data. (this portal cannot hold calls for "
-            "approval yet, so an admin must allow the call in the policy)",
+            "          The tool says it may destroy data.",
             "caller:   user:erin (groups: engineering)",
             "role:     engineer (from groups.engineering in p.yaml:5)",
             "request:  tools/call github__delete_branch (server github)",

@@ -43,8 +43,9 @@ tool calls and to filter large results down to what you need before they reach y
 The script runs in a sandboxed Python subset (Monty): top-level `await` works; the SDK namespaces are \
 already imported; there is no filesystem, network or environment access, and only the standard \
 library's pure modules (json, re, math, datetime, ...). The script is type-checked against the SDK first: \
-type errors come back with line numbers and nothing runs. A tool call that fails raises `ToolError`, \
-which the script may catch. Optional arguments default to OMIT (not sent); None is sent as null. \
+type errors come back with line numbers and nothing runs. A tool call that fails raises `ToolError` \
+(message `"<tool>: <error>"`; Monty has no exception subclasses, so it is an `OSError` underneath), which \
+the script may catch. Optional arguments default to OMIT (not sent); None is sent as null. \
 Limits: CPU time, memory, number of tool calls and output size; output past the limit is cut and \
 `truncated` is set."""
 
@@ -149,11 +150,11 @@ class _CodeMode:
             try:
                 result = await gateway.call_tool(principal, target, wire, channel=NULL_CHANNEL)
             except (UnknownTargetError, MCPError) as error:
-                raise ToolError(f"{target}: {error}") from None
+                raise ToolError(target, str(error)) from None
             if isinstance(result, types.InputRequiredResult):
-                raise ToolError(f"{target} asks the client for input, which code mode cannot relay yet")
+                raise ToolError(target, "the tool asks the client for input, which code mode cannot relay yet")
             if result.is_error:
-                raise ToolError(f"{target} failed: {_text(result)}")
+                raise ToolError(target, _text(result) or "the tool failed without saying why")
             return _value(result)
 
         return _answer(await self.executor.run(sdk, code, call))

@@ -6,9 +6,16 @@ their keyword arguments to wire arguments and hands ``(target, arguments)`` to t
 script is type-checked against the SDK's stubs. Monty gives the script no filesystem, network or
 environment: only the SDK's functions reach outside.
 
-A tool call that fails raises :class:`ToolError` in the host; the script sees it as ``ToolError`` (a
-``RuntimeError``) and may catch it. Errors of the script itself come back as an :class:`ExecuteResult`
-with ``status`` ``"type_error"`` or ``"error"`` and the script's line, never as exceptions.
+A tool call that fails raises :class:`ToolError` in the host; the script sees it as ``ToolError`` and may
+catch it. Monty 1.4.0 has no user-defined exception classes (a ``class`` cannot inherit) and a host
+exception crosses as its nearest builtin ancestor, so inside the script ``ToolError`` is ``OSError`` —
+the family CPython gives failures of calls to the outside (``ConnectionError``, ``TimeoutError``) and one
+Monty raises for nothing a script can do in a sandbox without files, network or environment, except a
+denied file access (``PermissionError``). ``except ToolError`` therefore catches failed SDK calls and not
+the script's own ``KeyError``, ``ValueError``, ``RuntimeError`` and so on; ``except Exception`` catches it
+too. Its message is ``"<tool>: <what went wrong>"``. Errors of the script itself come back as an
+:class:`ExecuteResult` with ``status`` ``"type_error"`` or ``"error"`` and the script's line, never as
+exceptions; an uncaught tool failure is reported as ``ToolError: <tool>: <message>``.
 """
 
 from __future__ import annotations
@@ -29,15 +36,30 @@ from codemode._sdk import GeneratedSdk, SdkFunction, ToolCaller
 __all__ = ["CallRecord", "ExecuteResult", "Limits", "MontyExecutor", "ToolError"]
 
 _SCRIPT = "script.py"
+_SANDBOX_TOOL_ERROR = "OSError"
+"""What ``ToolError`` is inside the script: the builtin a host ``ToolError`` crosses as."""
 _TYPE_LINE = re.compile(rf"^{re.escape(_SCRIPT)}:(\d+):\d+: (.*)$", re.M)
 
 
-class ToolError(RuntimeError):
+class ToolError(OSError):
     """A tool call failed: the tool answered with an error, or the call was refused.
 
     Raised by a :class:`~codemode.ToolCaller` (and by the executor itself when the call budget is spent);
-    inside the script it is ``ToolError``, which the script may catch.
+    inside the script it is ``ToolError`` (an ``OSError`` there, see the module docstring), which the
+    script may catch.
+
+    Args:
+        tool: The tool's name as the portal exposes it (the function's target).
+        message: What went wrong.
     """
+
+    def __init__(self, tool: str, message: str) -> None:
+        super().__init__(f"{tool}: {message}")
+        self.tool = tool
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ToolError], tuple[str, str]]:
+        return type(self), (self.tool, self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,8 @@ class _Run:
     stdout_chars: int = 0
     truncated: bool = False
     over_budget: bool = False
+    tool_errors: set[str] = field(default_factory=set[str])
+    """The messages of the tool errors raised into the script, to name an uncaught one."""
 
     def printed(self, stream: Literal["stdout", "stderr"], text: str) -> None:
         room = self.limits.max_output_chars - self.stdout_chars
@@ -121,7 +145,8 @@ class _Run:
                 raise TypeError(f"{sdk_function.namespace}.{sdk_function.name}() takes keyword arguments only")
             if len(self.calls) >= self.limits.max_calls:
                 self.over_budget = True
-                raise ToolError(f"call limit reached: a run may make at most {self.limits.max_calls} tool calls")
+                limit = f"call limit reached: a run may make at most {self.limits.max_calls} tool calls"
+                raise self.raised(ToolError(sdk_function.target, limit))
             arguments = {wire.get(name, name): value for name, value in kwargs.items()}
             start = time.perf_counter()
             ok = False
@@ -129,10 +154,22 @@ class _Run:
                 result = await self.call(sdk_function.target, arguments)
                 ok = True
                 return result
+            except ToolError as error:
+                raise self.raised(error) from None
             finally:
                 self.calls.append(CallRecord(sdk_function.target, ok, round((time.perf_counter() - start) * 1000, 3)))
 
         return call
+
+    def raised(self, error: ToolError) -> ToolError:
+        self.tool_errors.add(str(error))
+        return error
+
+    def describe(self, error: monty.MontyRuntimeError) -> str:
+        """``Type: message`` of an uncaught error, with a failed SDK call named ``ToolError``."""
+        text = error.display("type-msg")
+        kind, _, message = text.partition(": ")
+        return f"ToolError: {message}" if kind == _SANDBOX_TOOL_ERROR and message in self.tool_errors else text
 
 
 def _jsonable(value: object) -> object:
@@ -187,7 +224,7 @@ class MontyExecutor:
             )
             for ns in stubs
         }
-        prelude = "".join(f"import {ns}\n" for ns in modules) + "ToolError = RuntimeError\n"
+        prelude = "".join(f"import {ns}\n" for ns in modules) + f"ToolError = {_SANDBOX_TOOL_ERROR}\n"
         session = self._pool.checkout(
             script_name=_SCRIPT,
             limits={
@@ -212,10 +249,14 @@ class MontyExecutor:
                     outcome = ExecuteResult(
                         "type_error", error=text, line=found[0][0] if found else None, type_errors=found
                     )
-                except (monty.MontySyntaxError, monty.MontyRuntimeError) as error:
+                except monty.MontySyntaxError as error:
                     frames = error.traceback()
                     line = frames[-1].line if frames else None
                     outcome = ExecuteResult("error", error=error.display("type-msg"), line=line)
+                except monty.MontyRuntimeError as error:
+                    frames = error.traceback()
+                    line = frames[-1].line if frames else None
+                    outcome = ExecuteResult("error", error=run.describe(error), line=line)
         if scope.cancelled_caught:
             outcome = ExecuteResult("error", error=f"the run took longer than {limits.wall_seconds} s and was stopped")
         if outcome is None and run.over_budget:

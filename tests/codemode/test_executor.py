@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import AsyncIterator
 
 import anyio
@@ -50,7 +51,7 @@ class Hook:
             assert isinstance(a, int | float) and isinstance(b, int | float)
             return {"sum": a + b}
         if arguments.get("message") == "fail":
-            raise ToolError("text__echo failed: no")
+            raise ToolError(target, "no")
         if target == "text__lines":
             return [f"line {i}" for i in range(1000)]
         return f"Echo: {arguments.get('message')}"
@@ -88,14 +89,77 @@ async def test_a_failing_tool_call_raises_a_tool_error_the_script_can_catch(exec
     result = await executor.run(SDK, code, Hook())
     assert result.status == "ok"
     assert result.value == "after"
-    assert result.stdout == "caught: text__echo failed: no\n"
+    assert result.stdout == "caught: text__echo: no\n"
     assert result.calls == (CallRecord("text__echo", False, result.calls[0].ms),)
+
+
+CATCH_SPECIFICALLY = """\
+caught = []
+for message in ["fail", "ok"]:
+    try:
+        if message == "ok":
+            {}["missing"]
+        await text.echo(message=message)
+    except ToolError as error:
+        caught.append(["tool", str(error)])
+    except KeyError as error:
+        caught.append(["key", str(error)])
+try:
+    raise RuntimeError("the script's own")
+except ToolError:
+    caught.append(["wrong", "a RuntimeError is not a ToolError"])
+except RuntimeError as error:
+    caught.append(["runtime", str(error)])
+try:
+    await text.echo(message="fail")
+except Exception as error:
+    caught.append(["exception", str(error)])
+caught
+"""
+
+
+async def test_except_tool_error_catches_failed_calls_and_not_the_scripts_own_errors(
+    executor: MontyExecutor,
+) -> None:
+    result = await executor.run(SDK, CATCH_SPECIFICALLY, Hook())
+    assert result.status == "ok", result.error
+    assert result.value == [
+        ["tool", "text__echo: no"],
+        ["key", "'missing'"],
+        ["runtime", "the script's own"],
+        ["exception", "text__echo: no"],
+    ]
+
+
+async def test_the_type_check_knows_tool_error_as_an_exception_class(executor: MontyExecutor) -> None:
+    code = "def describe(error: ToolError) -> str:\n    return str(error)\n\nn: ToolError = 3\n"
+    result = await executor.run(SDK, code, Hook())
+    assert result.status == "type_error"
+    assert [line for line, _ in result.type_errors] == [4]
 
 
 async def test_an_uncaught_tool_error_fails_the_run_at_the_scripts_line(executor: MontyExecutor) -> None:
     result = await executor.run(SDK, 'x = 1\nawait text.echo(message="fail")\n', Hook())
     assert result.status == "error" and result.line == 2
-    assert result.error is not None and "text__echo failed: no" in result.error
+    assert result.error == "ToolError: text__echo: no"
+
+
+async def test_an_os_error_the_script_raises_itself_is_not_reported_as_a_tool_error(executor: MontyExecutor) -> None:
+    result = await executor.run(SDK, 'x = 1\nraise OSError("mine")\n', Hook())
+    assert result.status == "error" and result.line == 2
+    assert result.error == "OSError: mine"
+
+
+def test_a_tool_error_carries_the_tool_and_the_message_in_the_host() -> None:
+    error = ToolError("github__create_issue", "Not Found")
+    assert (error.tool, error.message, str(error)) == (
+        "github__create_issue",
+        "Not Found",
+        "github__create_issue: Not Found",
+    )
+    assert isinstance(error, Exception)
+    copied = pickle.loads(pickle.dumps(error))
+    assert (copied.tool, copied.message) == (error.tool, error.message)
 
 
 async def test_type_errors_come_back_with_line_numbers_and_nothing_runs(executor: MontyExecutor) -> None:

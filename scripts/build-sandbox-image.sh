@@ -16,9 +16,11 @@ set -euo pipefail
 
 SUITE=bookworm
 MIRROR=${DOCKYARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# python3-minimal runs the sandbox's in-sandbox helpers (a Python script over stdin/stdout); minbase has
-# coreutils, bash, sed, grep, findutils, tar and gzip already. Nothing else: every package is attack surface.
-PACKAGES=python3-minimal
+# python3 (with its whole standard library: python3-minimal lacks json, asyncio, shutil, http...) runs the
+# sandbox agent, servers/sandbox/_agent.py, at /usr/bin/python3; ca-certificates lets HTTPS through the
+# egress proxy verify servers. minbase has coreutils, bash, sed, grep, findutils, tar and gzip already.
+# Nothing else: every package is attack surface and start-up weight.
+PACKAGES=python3,ca-certificates
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 tag=$(sha256sum "$self" | cut -c1-12)
@@ -67,7 +69,7 @@ fi
 if ! out=$(docker import \
     --change 'USER 65534:65534' \
     --change 'WORKDIR /workspace' \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/tmp' \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 HOME=/workspace' \
     --change 'CMD ["/bin/sh"]' \
     --message "dockyard sandbox image from scripts/build-sandbox-image.sh ($tag)" \
     "$rootfs" "$image" 2>&1); then

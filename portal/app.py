@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from portal.admin import admin_routes
 from portal.config import SHIPPED_POLICIES, Settings, is_loopback_host
 from portal.endpoint import build_mcp_server
 from portal.errors import ConfigError
@@ -155,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *admin_routes(gateway.approvals, security=_transport_security(settings)),
         ],
         lifespan=lifespan,
     )

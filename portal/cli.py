@@ -9,6 +9,9 @@
 ``dockyard policy test [DIR]``   run the test cases the policy files carry
 ``dockyard policy explain --as P TOOL [ARGS]``  the decision for one call, and the rules that made it
 ``dockyard policy schema``     print the JSON Schema of policy files
+``dockyard approvals list [--status S | --all] [--json]``  calls held for approval (pending ones by default)
+``dockyard approvals show ID``  one held call, with its arguments
+``dockyard approvals approve ID [--note N]`` / ``deny ID [--note N]``  decide a pending call
 ``dockyard audit verify``      check the audit log's hash chain (exit 1 naming the first broken record)
 ``dockyard audit tail [-n N] [--follow]``  the latest audit records
 ``dockyard audit search [--principal P] [--tool GLOB] [--status S] [--since T] [--until T] [--limit N]``
@@ -24,7 +27,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -33,6 +37,9 @@ from portal.config import Settings, load_settings
 from portal.errors import DockyardError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from portal.approvals import Approval
     from portal.policy import PolicyEngine
     from portal.store import AuditRecord
 
@@ -52,6 +59,18 @@ def _config_path(value: str | None) -> Path | None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(_config_path(args.config))
+
+
+@contextmanager
+def _database(url: str) -> Generator[Engine]:
+    """The portal's database, migrated, disposed of on the way out."""
+    from portal.store import open_engine
+
+    engine = open_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -80,13 +99,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _servers(args: argparse.Namespace) -> int:
     from sqlmodel import Session, select
 
-    from portal.store import UpstreamStatus, open_engine
+    from portal.store import UpstreamStatus
 
     settings = _settings(args)
-    engine = open_engine(settings.database_url)
-    with Session(engine) as session:
+    with _database(settings.database_url) as engine, Session(engine) as session:
         rows = {r.server: r for r in session.exec(select(UpstreamStatus)).all()}
-    engine.dispose()
     header = f"{'SERVER':<20} {'KIND':<9} {'STATE':<10} {'TOOLS':>5} {'HELD':>4}  LAST ERROR"
     print(header)
     for name, server in sorted(settings.servers.items()):
@@ -110,12 +127,10 @@ def _servers_import(args: argparse.Namespace) -> int:
 
 def _tools_pending(args: argparse.Namespace) -> int:
     from portal.pins import PinStore
-    from portal.store import open_engine
 
     settings = _settings(args)
-    engine = open_engine(settings.database_url)
-    pending = PinStore(engine).pending(args.server)
-    engine.dispose()
+    with _database(settings.database_url) as engine:
+        pending = PinStore(engine).pending(args.server)
     if not pending:
         print("no withheld tools")
     for pin in pending:
@@ -128,14 +143,12 @@ def _tools_pending(args: argparse.Namespace) -> int:
 
 def _tools_accept(args: argparse.Namespace) -> int:
     from portal.pins import PinStore
-    from portal.store import open_engine
 
     settings = _settings(args)
     if args.server not in settings.servers:
         raise DockyardError(f"no server {args.server!r} in {settings.source}")
-    engine = open_engine(settings.database_url)
-    accepted = PinStore(engine).accept(args.server, args.tool)
-    engine.dispose()
+    with _database(settings.database_url) as engine:
+        accepted = PinStore(engine).accept(args.server, args.tool)
     if not accepted:
         what = f"tool {args.tool!r} of " if args.tool else ""
         print(f"nothing to accept: {what}server {args.server!r} has no withheld definition")
@@ -301,13 +314,9 @@ def _audit_line(record: AuditRecord) -> str:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     from portal.audit import verify
-    from portal.store import open_engine
 
-    engine = open_engine(_settings(args).database_url)
-    try:
+    with _database(_settings(args).database_url) as engine:
         report = verify(engine)
-    finally:
-        engine.dispose()
     print(report.render())
     return 1 if report.broken else 0
 
@@ -316,12 +325,10 @@ def _audit_tail(args: argparse.Namespace) -> int:
     import time
 
     from portal.audit import query
-    from portal.store import open_engine
 
     if args.n < 0:
         raise DockyardError(f"-n must be 0 or more, got {args.n}")
-    engine = open_engine(_settings(args).database_url)
-    try:
+    with _database(_settings(args).database_url) as engine:
         records = query(engine, limit=args.n, newest=True) if args.n else []
         for record in records:
             print(_audit_line(record), flush=True)
@@ -333,17 +340,13 @@ def _audit_tail(args: argparse.Namespace) -> int:
                 print(_audit_line(record), flush=True)
                 last = record.id
             time.sleep(args.interval)  # a CLI poll: the portal writes in batches anyway
-    finally:
-        engine.dispose()
 
 
 def _audit_search(args: argparse.Namespace) -> int:
     from portal.audit import query
-    from portal.store import open_engine
 
     since, until = _time(args.since, "--since"), _time(args.until, "--until")
-    engine = open_engine(_settings(args).database_url)
-    try:
+    with _database(_settings(args).database_url) as engine:
         records = query(
             engine,
             principal=args.principal,
@@ -354,8 +357,6 @@ def _audit_search(args: argparse.Namespace) -> int:
             limit=args.limit,
             newest=True,
         )
-    finally:
-        engine.dispose()
     for record in records:
         print(_audit_line(record))
     if not records:
@@ -365,18 +366,81 @@ def _audit_search(args: argparse.Namespace) -> int:
 
 def _audit_export(args: argparse.Namespace) -> int:
     from portal.audit import export_line, query
-    from portal.store import open_engine
 
     since, until = _time(args.since, "--since"), _time(args.until, "--until")
-    engine = open_engine(_settings(args).database_url)
-    try:
+    with _database(_settings(args).database_url) as engine:
         last: int | None = None
         while batch := query(engine, since=since, until=until, after_id=last, limit=5000):
             sys.stdout.writelines(export_line(record) + "\n" for record in batch)
             last = batch[-1].id
-    finally:
-        engine.dispose()
     return 0
+
+
+def _approval_line(approval: Approval) -> str:
+    decided = f" by {approval.decided_by}" if approval.decided_by else ""
+    return (
+        f"{approval.id}  {approval.status:<8} {approval.principal:<20} {approval.target}  "
+        f"rule={approval.rule} expires={approval.expires_at:%Y-%m-%d %H:%M}{decided}"
+    )
+
+
+def _approvals_list(args: argparse.Namespace) -> int:
+    from portal.approvals import ApprovalStore
+
+    with _database(_settings(args).database_url) as engine:
+        approvals = ApprovalStore(engine).list(status=None if args.all else args.status, limit=args.limit)
+    if args.json:
+        for approval in approvals:
+            print(json.dumps(approval.as_json(), ensure_ascii=False))
+        return 0
+    for approval in approvals:
+        print(_approval_line(approval))
+    if not approvals:
+        print(f"no {'' if args.all else args.status + ' '}approvals", file=sys.stderr)
+    return 0
+
+
+def _approvals_show(args: argparse.Namespace) -> int:
+    from portal.approvals import ApprovalStore
+
+    with _database(_settings(args).database_url) as engine:
+        approval = ApprovalStore(engine).get(args.id)
+    print(json.dumps(approval.as_json(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _approvals_decide(args: argparse.Namespace) -> int:
+    import getpass
+
+    from portal.approvals import ApprovalStore
+
+    by = f"cli:{getpass.getuser()}"
+    with _database(_settings(args).database_url) as engine:
+        approval = ApprovalStore(engine).decide(args.id, approve=args.approve, by=by, note=args.note)
+    print(_approval_line(approval))
+    if approval.status == "approved":
+        print("the caller's next identical call runs it, once", file=sys.stderr)
+    return 0
+
+
+def _add_approvals_commands(approvals: argparse.ArgumentParser) -> None:
+    sub = approvals.add_subparsers(dest="approvals_command", required=True)
+    listing = sub.add_parser("list", help="held calls, newest first (pending ones by default)")
+    listing.add_argument(
+        "--status", default="pending", choices=["pending", "approved", "denied", "consumed", "expired"]
+    )
+    listing.add_argument("--all", action="store_true", help="every status")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default: 100)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, with the arguments")
+    listing.set_defaults(func=_approvals_list)
+    show = sub.add_parser("show", help="one held call as JSON, with its arguments")
+    show.add_argument("id")
+    show.set_defaults(func=_approvals_show)
+    for name, approve in (("approve", True), ("deny", False)):
+        decide = sub.add_parser(name, help=f"{name} a pending call")
+        decide.add_argument("id")
+        decide.add_argument("--note", help="why; the caller sees it")
+        decide.set_defaults(func=_approvals_decide, approve=approve)
 
 
 def _add_audit_commands(audit: argparse.ArgumentParser) -> None:
@@ -432,6 +496,7 @@ def _parser() -> argparse.ArgumentParser:
     accept.set_defaults(func=_tools_accept)
 
     _add_policy_commands(commands.add_parser("policy", help="check, test and explain the scope policies"))
+    _add_approvals_commands(commands.add_parser("approvals", help="list, approve and deny calls held for approval"))
     _add_audit_commands(commands.add_parser("audit", help="verify, tail, search and export the audit log"))
     return parser
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable
 
-__all__ = ["BUILTIN_NAMES", "Namer", "identifier", "pascal"]
+__all__ = ["BUILTIN_NAMES", "MODULE_NAMES", "Namer", "identifier", "pascal"]
 
 BUILTIN_NAMES = frozenset(dir(builtins))
 """Names a generated module must not shadow: its annotations say ``str``, ``list``, ``dict`` and so on."""
+
+MODULE_NAMES = frozenset(name for name in sys.stdlib_module_names if not name.startswith("_"))
+"""Names a namespace must not take: a script imports the standard library's modules (``json``, ``re``,
+``math``, ...) under them, and a namespace of the same name would shadow the module."""
 
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 

@@ -7,8 +7,9 @@ One namespace class per server, one ``async`` static method per tool with keywor
 A parameter the schema does not require defaults to ``OMIT`` and is then not sent at all; ``None`` is
 sent as ``null`` (and only type-checks where the schema allows null). Wire names that are not Python
 identifiers are mapped (``from`` → ``from_``, ``get-sum`` → ``get_sum``) and sent under their original
-keys. Every call hands ``(target, arguments)`` to one hook, which the SDK runtime wires to the portal's
-choke point.
+keys. A server named like a standard-library module gets a trailing underscore (``json`` → ``json_``),
+so a script can use both the module and the server. Every call hands ``(target, arguments)`` to one
+hook, which the SDK runtime wires to the portal's choke point.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 import mcp_types as types
 
 from codemode._converter import Converter, Document, Field, Shape, as_list, as_schema, merge
-from codemode._names import BUILTIN_NAMES, Namer, identifier, pascal
+from codemode._names import BUILTIN_NAMES, MODULE_NAMES, Namer, identifier, pascal
 from codemode._pytypes import JSON, NEVER, Atom, PyType, Union, admits, names_in, python_literal, union
 from codemode._render import HEADER_NAMES, MethodPlan, NamespacePlan, ParamPlan, hints, method_source, module_source
 
@@ -184,7 +185,7 @@ def generate_sdk(
         The module's source and, for each tool, the function that calls it.
     """
     namer = Namer(BUILTIN_NAMES | HEADER_NAMES)
-    namespaces = {server: namer.unique(identifier(server), identifier(server) + "_") for server in servers}
+    namespaces = {server: _namespace(namer, server) for server in servers}
     converter = Converter(namer)
     clashes = Counter(pascal(tool.name) for tools in servers.values() for tool in tools)
     converted: list[_Converted] = []
@@ -209,6 +210,14 @@ def generate_sdk(
             functions.append(_function(server, namespace, item.tool, methods[-1]))
         plans.append(NamespacePlan(namespace, server, methods))
     return GeneratedSdk(module_source(list(converter.definitions.values()), plans), tuple(functions))
+
+
+def _namespace(namer: Namer, server: str) -> str:
+    """The namespace of ``server``: its name as an identifier, with ``_`` if it names a standard module."""
+    name = identifier(server)
+    if name in MODULE_NAMES:
+        return namer.unique(name + "_", name + "__")
+    return namer.unique(name, name + "_")
 
 
 def _function(server: str, namespace: str, tool: types.Tool, method: MethodPlan) -> SdkFunction:

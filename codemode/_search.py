@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from codemode._names import identifier
 from codemode._sdk import GeneratedSdk, SdkFunction
 
 __all__ = ["Detail", "SdkIndex"]
@@ -85,7 +86,13 @@ class SdkIndex:
         """The function ``query`` names exactly, if any."""
         wanted = query.strip()
         for function in self.sdk.functions:
-            names = (f"{function.namespace}.{function.name}", function.target, function.name, function.tool.name)
+            names = (
+                f"{function.namespace}.{function.name}",
+                f"{function.server}.{function.name}",
+                function.target,
+                function.name,
+                function.tool.name,
+            )
             if wanted in names:
                 return function
         return None
@@ -123,6 +130,10 @@ def render(functions: Sequence[SdkFunction], detail: Detail) -> str:
         return "\n".join(f"{f.namespace}.{f.name}: {_summary(f)}" for f in functions)
     if detail == "signatures":
         return "\n".join(f"{signature(f)}\n    # {_summary(f)}" for f in functions)
-    return "\n\n".join(
-        f"# in namespace {f.namespace}\n{f.stub.removeprefix('@staticmethod' + chr(10))}" for f in functions
-    )
+    return "\n\n".join(f"{_where(f)}\n{f.stub.removeprefix('@staticmethod' + chr(10))}" for f in functions)
+
+
+def _where(function: SdkFunction) -> str:
+    if function.namespace == identifier(function.server):
+        return f"# in namespace {function.namespace}"
+    return f"# in namespace {function.namespace} (MCP server {function.server!r})"

@@ -23,6 +23,7 @@ workspace is a bind mount and stays), ``start`` creates a fresh one.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -257,11 +258,16 @@ class DockerBackend:
             if self._client is None:
 
                 def connect() -> docker.DockerClient:
+                    if self.docker_host.startswith("unix://"):
+                        # Probe first: the SDK leaks its socket when dockerd's is missing or refuses.
+                        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                            probe.settimeout(self.timeout)
+                            probe.connect(self.docker_host.removeprefix("unix://"))
                     return docker.DockerClient(base_url=self.docker_host, version="auto", timeout=self.timeout)
 
                 try:
                     self._client = await anyio.to_thread.run_sync(connect, limiter=self._limiter)
-                except docker.errors.DockerException as error:
+                except (docker.errors.DockerException, OSError) as error:
                     raise BackendUnavailableError(
                         f"dockerd does not answer at {self.docker_host} ({error}): start it with "
                         "scripts/start-dockerd.sh, or `systemctl start docker` (scripts/setup-system.sh installs it)"

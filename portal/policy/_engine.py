@@ -13,18 +13,24 @@ Semantics (SECURITY.md G1):
   so whatever some call may use is listed, and whatever is listed is refused only by a condition on the
   call itself. Without such conditions, listing and calling always agree.
 
-Rules are indexed by exact tool name and exact server name, and the candidates for a ``(name, server)``
-pair are remembered, so a decision looks at the few rules that can match, not at all of them.
+Obligations (``limits``, ``redact`` and ``egress`` entries) match like rules. A call (``tools/call``,
+``prompts/get``, ``resources/read``) that is allowed, or that waits for approval, carries every obligation
+that applies to it (the union); one whose condition fails to evaluate fails closed too: a limit or a
+redaction applies, egress is not granted. Listings carry none.
+
+Rules and obligations are indexed by exact tool name and exact server name, and the candidates for a
+``(name, server)`` pair are remembered, so a decision looks at the few entries that can match, not at all of
+them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fnmatch import translate
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 import mcp_types as types
 
@@ -32,19 +38,31 @@ from portal.naming import SEPARATOR
 from portal.policy._conditions import Bindings, Condition, ConditionError
 from portal.policy._format import Effect
 from portal.policy._roles import RoleBook
-from portal.policy_seam import Decision, Request
+from portal.policy_seam import Decision, Limit, Redaction, Request
 from portal.principal import Principal
 
 if TYPE_CHECKING:
     from portal.policy._explain import Explanation
 
-__all__ = ["Case", "Glob", "Outcome", "PolicyEngine", "Rule", "RuleResult", "effect_of"]
+__all__ = [
+    "Case",
+    "Glob",
+    "Obligation",
+    "ObligationResult",
+    "Outcome",
+    "PolicyEngine",
+    "Rule",
+    "RuleResult",
+    "effect_of",
+]
 
 Outcome = Literal["applies", "role", "annotations", "false", "error", "deferred"]
 """How a rule fared: it applies, or the role, the annotations or the condition ruled it out; ``error``: its
 condition failed; ``deferred``: its condition needs the call's arguments, which a listing does not have."""
 
 _PRIORITY: dict[Effect, int] = {"deny": 0, "require_approval": 1, "allow": 2}
+_OBLIGED = frozenset({"tools/call", "prompts/get", "resources/read"})
+ObligationKind = Literal["limit", "redact", "egress"]
 _MEMO_LIMIT = 16_384
 DEFAULT_DENY = "default-deny"
 
@@ -97,6 +115,46 @@ class Rule:
         return _PRIORITY[self.effect], self.file, self.line
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Obligation:
+    """A loaded ``limits``, ``redact`` or ``egress`` entry; ``id`` is its name, or ``FILE:LINE``."""
+
+    id: str
+    file: str
+    line: int
+    kind: ObligationKind
+    roles: frozenset[str] | None
+    servers: tuple[Glob, ...]
+    tools: tuple[Glob, ...]
+    hints: tuple[tuple[str, bool], ...]
+    condition: Condition | None
+    description: str = ""
+    limits: tuple[Limit, ...] = ()
+    redactions: tuple[Redaction, ...] = ()
+    egress: tuple[str, ...] = ()
+
+    def targets(self, name: str, server: str) -> bool:
+        """Whether the entry's server and name globs match (absent globs match anything)."""
+        return (not self.servers or any(g.matches(server) for g in self.servers)) and (
+            not self.tools or any(g.matches(name) for g in self.tools)
+        )
+
+    @property
+    def sort_key(self) -> tuple[int, str, int]:
+        """File and line."""
+        return 0, self.file, self.line
+
+
+@dataclass(frozen=True, slots=True)
+class ObligationResult:
+    """One candidate obligation in an explanation: whether it applies to the call, and why (not)."""
+
+    obligation: Obligation
+    outcome: Outcome
+    applies: bool
+    detail: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
     """A test case from a policy file."""
@@ -109,6 +167,9 @@ class Case:
     now: datetime | None
     expect: Effect
     listed: bool | None
+    limits: frozenset[str] | None = None
+    redacts: frozenset[str] | None = None
+    egress: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,18 +206,31 @@ def _prefix(glob: Glob) -> str | None:
     return prefix if separator else None
 
 
-class _Index:
-    """Candidate rules for a ``(name, server)`` pair.
+class _Entry(Protocol):
+    @property
+    def servers(self) -> tuple[Glob, ...]: ...
+    @property
+    def tools(self) -> tuple[Glob, ...]: ...
+    @property
+    def sort_key(self) -> tuple[int, str, int]: ...
+    def targets(self, name: str, server: str) -> bool: ...
+
+
+_E = TypeVar("_E", bound=_Entry)
+
+
+class _Index(Generic[_E]):
+    """Candidate rules (or obligations) for a ``(name, server)`` pair.
 
     Each rule is filed under its exact names, else the ``PREFIX__`` its name globs start with, else its exact
     servers, else with the few rules that can match anything; candidates are remembered per pair.
     """
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self.by_tool: dict[str, list[Rule]] = {}
-        self.by_prefix: dict[str, list[Rule]] = {}
-        self.by_server: dict[str, list[Rule]] = {}
-        self.rest: list[Rule] = []
+    def __init__(self, rules: Sequence[_E]) -> None:
+        self.by_tool: dict[str, list[_E]] = {}
+        self.by_prefix: dict[str, list[_E]] = {}
+        self.by_server: dict[str, list[_E]] = {}
+        self.rest: list[_E] = []
         for rule in rules:
             prefixes = [None if g.literal else _prefix(g) for g in rule.tools]
             if rule.tools and all(g.literal or p for g, p in zip(rule.tools, prefixes, strict=True)):
@@ -170,9 +244,9 @@ class _Index:
                     self.by_server.setdefault(glob.pattern, []).append(rule)
             else:
                 self.rest.append(rule)
-        self._memo: dict[tuple[str, str], tuple[Rule, ...]] = {}
+        self._memo: dict[tuple[str, str], tuple[_E, ...]] = {}
 
-    def candidates(self, name: str, server: str) -> tuple[Rule, ...]:
+    def candidates(self, name: str, server: str) -> tuple[_E, ...]:
         key = (name, server)
         found = self._memo.get(key)
         if found is None:
@@ -181,7 +255,7 @@ class _Index:
             found = self._memo[key] = self._find(name, server)
         return found
 
-    def _find(self, name: str, server: str) -> tuple[Rule, ...]:
+    def _find(self, name: str, server: str) -> tuple[_E, ...]:
         rules = {id(r): r for r in self.by_tool.get(name, ()) if r.targets(name, server)}
         prefix, separator, _ = name.partition(SEPARATOR)
         if separator:
@@ -200,6 +274,7 @@ class PolicyEngine:
         directory: Where the policy was loaded from.
         files: The files it was loaded from.
         rules: Every rule, in file and line order.
+        obligations: Every limit, redaction and egress entry, in file and line order.
         cases: Every test case, in file and line order.
         roles: Every declared role.
         version: A digest of the files' names and contents (12 hex digits).
@@ -211,6 +286,7 @@ class PolicyEngine:
         directory: str,
         files: Sequence[str],
         rules: Sequence[Rule],
+        obligations: Sequence[Obligation] = (),
         cases: Sequence[Case],
         roles: Sequence[str],
         book: RoleBook,
@@ -219,14 +295,17 @@ class PolicyEngine:
         self.directory = directory
         self.files = tuple(files)
         self.rules = tuple(rules)
+        self.obligations = tuple(obligations)
         self.cases = tuple(cases)
         self.roles = tuple(roles)
         self.version = version
         self.book = book
         self._index = _Index(self.rules)
+        self._obligations = _Index(self.obligations) if self.obligations else None
 
     def __repr__(self) -> str:
-        return f"<PolicyEngine {self.directory!r} version={self.version} rules={len(self.rules)}>"
+        shown = f"rules={len(self.rules)} obligations={len(self.obligations)}"
+        return f"<PolicyEngine {self.directory!r} version={self.version} {shown}>"
 
     def decide(self, principal: Principal, request: Request, *, now: datetime | None = None) -> Decision:
         """Decide one request; ``request.method == "list"`` asks whether the target may be listed.
@@ -238,7 +317,11 @@ class PolicyEngine:
         """
         for result in self._results(principal, request, now):
             if result.counts:
-                return _decision(result.rule, listing=request.method == "list")
+                decision = _decision(result.rule, listing=request.method == "list")
+                obliged = self._obligations
+                if obliged is not None and request.method in _OBLIGED and obliged.candidates(*_pair(request)):
+                    return _oblige(decision, self._obligation_results(principal, request, now))
+                return decision
         return _DEFAULT
 
     def explain(self, principal: Principal, request: Request, *, now: datetime | None = None) -> Explanation:
@@ -248,6 +331,10 @@ class PolicyEngine:
         results = tuple(self._results(principal, request, now))
         decider = next((r.rule for r in results if r.counts), None)
         decision = _DEFAULT if decider is None else _decision(decider, listing=request.method == "list")
+        obligations: tuple[ObligationResult, ...] = ()
+        if self._obligations is not None and request.method in _OBLIGED and decider is not None:
+            obligations = tuple(self._obligation_results(principal, request, now))
+            decision = _oblige(decision, obligations)
         return Explanation(
             principal=principal,
             request=request,
@@ -255,7 +342,41 @@ class PolicyEngine:
             roles=self.book.sources(principal),
             results=results,
             decider=decider,
+            obligations=obligations,
         )
+
+    def _obligation_results(
+        self, principal: Principal, request: Request, now: datetime | None
+    ) -> Iterator[ObligationResult]:
+        """How each candidate obligation fares for a call; failing conditions fail closed."""
+        assert self._obligations is not None
+        roles = self.book.roles(principal)
+        bindings: Bindings | None = None
+        for entry in self._obligations.candidates(request.target, request.server):
+            if entry.roles is not None and entry.roles.isdisjoint(roles):
+                yield ObligationResult(entry, "role", False)
+            elif entry.hints and not _hints_match(entry.hints, request.annotations):
+                yield ObligationResult(entry, "annotations", False)
+            elif entry.condition is None:
+                yield ObligationResult(entry, "applies", True)
+            else:
+                if bindings is None:
+                    bindings = Bindings(
+                        principal,
+                        roles,
+                        method=request.method,
+                        target=request.target,
+                        server=request.server,
+                        annotations=request.annotations,
+                        arguments=request.arguments,
+                        now=now,
+                    )
+                try:
+                    holds = entry.condition.holds(bindings)
+                except ConditionError as error:  # fail closed: limits and redactions apply, egress is not granted
+                    yield ObligationResult(entry, "error", entry.kind != "egress", str(error))
+                else:
+                    yield ObligationResult(entry, "applies" if holds else "false", holds)
 
     def _results(self, principal: Principal, request: Request, now: datetime | None) -> Iterator[RuleResult]:
         """How each candidate fares, deciding rules first; :meth:`decide` stops at the first that counts."""
@@ -295,6 +416,10 @@ class PolicyEngine:
                     yield RuleResult(rule, "applies" if holds else "false", holds)
 
 
+def _pair(request: Request) -> tuple[str, str]:
+    return request.target, request.server
+
+
 def _hints_match(hints: tuple[tuple[str, bool], ...], annotations: types.ToolAnnotations | None) -> bool:
     if annotations is None:
         return False
@@ -302,6 +427,25 @@ def _hints_match(hints: tuple[tuple[str, bool], ...], annotations: types.ToolAnn
 
 
 _DEFAULT = Decision(allowed=False, rule=DEFAULT_DENY, reason="no policy rule allows it")
+
+
+def _oblige(decision: Decision, results: Iterable[ObligationResult]) -> Decision:
+    """``decision`` (of a call that is allowed or waits for approval) with the obligations that apply."""
+    if not (decision.allowed or decision.needs_approval):
+        return decision
+    limits: dict[Limit, None] = {}
+    redactions: dict[tuple[str, str], Redaction] = {}
+    egress: set[str] = set()
+    for result in results:
+        if result.applies:
+            entry = result.obligation
+            limits.update(dict.fromkeys(entry.limits))
+            for redaction in entry.redactions:
+                redactions.setdefault((redaction.name, redaction.pattern), redaction)
+            egress.update(entry.egress)
+    if not (limits or redactions or egress):
+        return decision
+    return replace(decision, limits=tuple(limits), redactions=tuple(redactions.values()), egress=tuple(sorted(egress)))
 
 
 def _decision(rule: Rule, *, listing: bool) -> Decision:

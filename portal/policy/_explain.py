@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from portal.policy._engine import DEFAULT_DENY, Rule, RuleResult, effect_of
+from portal.policy._engine import DEFAULT_DENY, Obligation, ObligationResult, Rule, RuleResult, effect_of
 from portal.policy._format import HINTS, Effect
 from portal.policy._roles import RoleSource
-from portal.policy_seam import Decision, Request
+from portal.policy_seam import Decision, Limit, Request
 from portal.principal import Principal
 
 __all__ = ["Explanation", "principal_label"]
@@ -23,7 +23,7 @@ def principal_label(principal: Principal) -> str:
     return "local" if principal.kind == "local" else f"{principal.kind}:{principal.subject}"
 
 
-def _where(rule: Rule) -> str:
+def _where(rule: Rule | Obligation) -> str:
     return f"{PurePath(rule.file).name}:{rule.line}"
 
 
@@ -61,6 +61,8 @@ class Explanation:
         roles: Each role the caller holds, with the grants that gave it.
         results: Every rule whose names match the target, deciding rules first.
         decider: The rule that decided, or None for the default deny.
+        obligations: For a call that is allowed or waits for approval: every limit, redaction and egress
+            entry whose names match, and whether it applies.
     """
 
     principal: Principal
@@ -69,6 +71,7 @@ class Explanation:
     roles: Mapping[str, Sequence[RoleSource]]
     results: tuple[RuleResult, ...]
     decider: Rule | None
+    obligations: tuple[ObligationResult, ...] = ()
 
     @property
     def effect(self) -> Effect:
@@ -114,4 +117,51 @@ class Explanation:
                 lines.append(f"  {mark} {rule.effect:<16} {rule.id:<{width}}  {_where(rule):<20} {_outcome(result)}")
         if self.decider is None and decision.rule == DEFAULT_DENY:
             lines.append("nothing allows this, so it is denied (deny by default)")
+        lines += _obligation_lines(self.obligations)
         return "\n".join(lines)
+
+
+def _what(entry: Obligation) -> str:
+    if entry.kind == "limit":
+        return "; ".join(_limit_text(limit) for limit in entry.limits)
+    if entry.kind == "redact":
+        return "redacts " + ", ".join(r.name for r in entry.redactions)
+    return "may reach " + ", ".join(entry.egress)
+
+
+def _limit_text(limit: Limit) -> str:
+    per = f" per {', '.join(limit.per)}" if limit.per else " in all"
+    return f"{limit.count} call(s) per {_duration(limit.window)}{per}"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds:g}s"
+
+
+def _obligation_lines(results: tuple[ObligationResult, ...]) -> list[str]:
+    if not results:
+        return []
+    lines = ["limits, redactions and egress whose servers and tools match:"]
+    width = max(len(r.obligation.id) for r in results)
+    for result in results:
+        entry = result.obligation
+        mark = "=>" if result.applies else "  "
+        match result.outcome:
+            case "applies":
+                why = "applies"
+            case "error":
+                closed = "applies: fails closed" if result.applies else "not granted: fails closed"
+                why = f"its condition failed ({result.detail}); {closed}"
+            case "role":
+                why = f"caller holds none of its roles ({', '.join(sorted(entry.roles or ()))})"
+            case "annotations":
+                hints = ", ".join(f"{_HINT_NAMES[a]}={str(v).lower()}" for a, v in entry.hints)
+                why = f"the tool does not declare {hints}"
+            case _:
+                why = "its condition is false"
+        lines.append(f"  {mark} {entry.kind:<16} {entry.id:<{width}}  {_where(entry):<20} {_what(entry)}; {why}")
+    return lines

@@ -9,21 +9,35 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict
 
 import mcp_types as types
 from pydantic import ValidationError
 
-from portal.policy._conditions import CompileError, compile_condition
-from portal.policy._engine import Case, Glob, PolicyEngine, Rule
+from portal.policy._conditions import CompileError, Condition, compile_condition
+from portal.policy._engine import Case, Glob, Obligation, ObligationKind, PolicyEngine, Rule
 from portal.policy._errors import PolicyLoadError, Problem
-from portal.policy._format import HINTS, CaseSpec, Grant, PolicyFile, RuleSpec
+from portal.policy._format import (
+    HINTS,
+    CaseSpec,
+    EgressSpec,
+    Grant,
+    LimitSpec,
+    MatchSpec,
+    PolicyFile,
+    RedactSpec,
+    RuleSpec,
+    parse_rate,
+)
 from portal.policy._roles import RoleBook, RoleSource, parse_principal
 from portal.policy._validation import schema_problems
 from portal.policy._yaml import Document, parse_yaml
 from portal.policy._yaml import Path as YamlPath
-from portal.policy_seam import Request
+from portal.policy_seam import Limit, Redaction, Request
+from portal.redaction import PATTERNS
 
 __all__ = ["load_policy", "policy_files"]
 
@@ -77,15 +91,31 @@ def load_policy(directory: Path) -> PolicyEngine:
     if problems:
         raise PolicyLoadError(problems)
     rules = sorted(builder.rules, key=lambda r: (r.file, r.line))
+    obligations = sorted(builder.obligations, key=lambda o: (o.file, o.line))
     return PolicyEngine(
         directory=where,
         files=[str(p) for p in files],
         rules=rules,
+        obligations=obligations,
         cases=builder.cases,
         roles=sorted(builder.roles),
         book=builder.book,
         version=digest.hexdigest()[:12],
     )
+
+
+class _Matched(TypedDict):
+    """The fields rules and obligations share."""
+
+    id: str
+    file: str
+    line: int
+    roles: frozenset[str] | None
+    servers: tuple[Glob, ...]
+    tools: tuple[Glob, ...]
+    hints: tuple[tuple[str, bool], ...]
+    condition: Condition | None
+    description: str
 
 
 class _Builder:
@@ -96,6 +126,7 @@ class _Builder:
         self.roles: dict[str, tuple[str, int]] = {}
         self.rule_names: dict[str, tuple[str, int]] = {}
         self.rules: list[Rule] = []
+        self.obligations: list[Obligation] = []
         self.cases: list[Case] = []
         self.book = RoleBook()
 
@@ -124,6 +155,9 @@ class _Builder:
         self._grants(document, policy)
         for i, spec in enumerate(policy.rules):
             self._rule(document, i, spec)
+        for section, specs in (("limits", policy.limits), ("redact", policy.redact), ("egress", policy.egress)):
+            for i, entry in enumerate(specs):
+                self._obligation(document, (section, i), entry)
         for i, case in enumerate(policy.tests):
             self._case(document, i, case)
 
@@ -148,14 +182,14 @@ class _Builder:
             elif self.check_role(document, (*path, "roles", j), role):
                 into.setdefault(role, RoleSource(key, document.file, document.line(path)))
 
-    def _rule(self, document: Document, i: int, spec: RuleSpec) -> None:
-        path: YamlPath = ("rules", i)
-        line = document.line(path)
+    def _match(self, document: Document, path: YamlPath, spec: MatchSpec) -> tuple[bool, Condition | None, _Matched]:
+        """Check what ``spec`` matches; the matching fields of a rule or obligation, if all is well."""
         ok = all(self.check_role(document, (*path, "roles", j), role) for j, role in enumerate(spec.roles))
         if spec.name:
             first = self.rule_names.get(spec.name)
             if first is not None:
-                self.problem(document, (*path, "name"), f"rule name {spec.name!r} is already used at {_at(first)}")
+                what = "rule name" if isinstance(spec, RuleSpec) else "name"
+                self.problem(document, (*path, "name"), f"{what} {spec.name!r} is already used at {_at(first)}")
                 ok = False
             else:
                 self.rule_names[spec.name] = (document.file, document.line((*path, "name")))
@@ -166,22 +200,59 @@ class _Builder:
             except CompileError as error:
                 self.problem(document, (*path, "when"), f"condition {spec.when!r}: {error}")
                 ok = False
-        if not ok:
-            return
-        self.rules.append(
-            Rule(
-                id=spec.name or f"{Path(document.file).name}:{line}",
-                file=document.file,
-                line=line,
-                effect=spec.effect,
-                roles=None if "*" in spec.roles else frozenset(spec.roles),
-                servers=tuple(Glob.compile(s) for s in spec.servers),
-                tools=tuple(Glob.compile(t) for t in spec.tools),
-                hints=tuple((HINTS[h], v) for h, v in sorted(spec.annotations.items())),
-                condition=condition,
-                description=spec.description,
+        line = document.line(path)
+        fields: _Matched = {
+            "id": spec.name or f"{Path(document.file).name}:{line}",
+            "file": document.file,
+            "line": line,
+            "roles": None if "*" in spec.roles else frozenset(spec.roles),
+            "servers": tuple(Glob.compile(s) for s in spec.servers),
+            "tools": tuple(Glob.compile(t) for t in spec.tools),
+            "hints": tuple((HINTS[h], v) for h, v in sorted(spec.annotations.items())),
+            "condition": condition,
+            "description": spec.description,
+        }
+        return ok, condition, fields
+
+    def _rule(self, document: Document, i: int, spec: RuleSpec) -> None:
+        ok, _, fields = self._match(document, ("rules", i), spec)
+        if ok:
+            self.rules.append(Rule(effect=spec.effect, **fields))
+
+    def _obligation(self, document: Document, path: YamlPath, spec: LimitSpec | RedactSpec | EgressSpec) -> None:
+        ok, _, fields = self._match(document, path, spec)
+        rule = fields["id"]
+        kind: ObligationKind
+        limits: tuple[Limit, ...] = ()
+        redactions: tuple[Redaction, ...] = ()
+        egress: tuple[str, ...] = ()
+        if isinstance(spec, LimitSpec):
+            kind = "limit"
+            if not spec.name:
+                self.problem(document, path, "a limit needs a 'name': its counters are kept under it")
+                ok = False
+            per = tuple(dict.fromkeys(spec.per))
+            limits = tuple(
+                Limit(rule, count, float(window), per)
+                for count, window in (parse_rate(r) for r in (spec.rate, spec.quota) if r)
             )
-        )
+        elif isinstance(spec, RedactSpec):
+            kind = "redact"
+            found = [Redaction(rule, name, PATTERNS[name]) for name in dict.fromkeys(spec.patterns)]
+            for name, pattern in spec.regex.items():
+                reason = _regex_problem(name, pattern)
+                if reason:
+                    self.problem(document, (*path, "regex", name), reason)
+                    ok = False
+                found.append(Redaction(rule, name, pattern))
+            redactions = tuple(found)
+        else:
+            kind = "egress"
+            egress = tuple(sorted(set(spec.hosts)))
+        if ok:
+            self.obligations.append(
+                Obligation(kind=kind, limits=limits, redactions=redactions, egress=egress, **fields)
+            )
 
     def _case(self, document: Document, i: int, spec: CaseSpec) -> None:
         path: YamlPath = ("tests", i)
@@ -209,8 +280,24 @@ class _Builder:
                 now=datetime.fromisoformat(spec.now) if spec.now else None,
                 expect=spec.expect,
                 listed=spec.listed,
+                limits=None if spec.limits is None else frozenset(spec.limits),
+                redacts=None if spec.redacts is None else frozenset(spec.redacts),
+                egress=None if spec.egress is None else frozenset(spec.egress),
             )
         )
+
+
+def _regex_problem(name: str, pattern: str) -> str:
+    """Why ``pattern`` cannot be a redaction pattern, or ``""``."""
+    if name in PATTERNS:
+        return f"{name!r} is a built-in pattern; list it under 'patterns', or give your regex another name"
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        return f"regex {name!r}: {pattern!r} is not a valid regular expression: {error}"
+    if compiled.match("") is not None:
+        return f"regex {name!r}: {pattern!r} matches the empty string; it must match at least one character"
+    return ""
 
 
 def _at(where: tuple[str, int]) -> str:

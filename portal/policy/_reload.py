@@ -70,11 +70,23 @@ class ReloadingPolicy:
         self.last_error: PolicyLoadError | None = None
         self._stamp = _stamp(directory)
         self._contents = _contents(directory)
+        self._keyed: PolicyEngine | None = None
+        self._listing_key: str | None = None
 
     @property
     def version(self) -> str:
         """The version of the policy in force now."""
         return self.current.version
+
+    @property
+    def listing_key(self) -> str | None:
+        """The version in force, or None when a rule's condition on a listing reads the time (``now``)."""
+        current = self.current
+        if current is not self._keyed:
+            self._keyed = current
+            timed = any(r.condition is not None and "now" in r.condition.variables for r in current.rules)
+            self._listing_key = None if timed else current.version
+        return self._listing_key
 
     def decide(self, principal: Principal, request: Request) -> Decision:
         """Decide with the policy in force now."""

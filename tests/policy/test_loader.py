@@ -62,7 +62,8 @@ def test_unknown_keys_are_refused_with_a_suggestion(problems: Problems) -> None:
 
 def test_an_unknown_key_without_a_close_match_lists_the_known_ones(problems: Problems) -> None:
     assert problems(a="version: 1\nacl: []\n") == [
-        "a.yaml:2: acl: unknown key (known keys: version, description, principals, roles, rules, tests)"
+        "a.yaml:2: acl: unknown key (known keys: version, description, principals, roles, rules, limits, redact, "
+        "egress, tests)"
     ]
 
 

@@ -3,7 +3,15 @@
 from portal.store._chain import CHAINED_FIELDS, GENESIS, ChainBreak, chain_hash, find_break
 from portal.store._engine import open_engine
 from portal.store._migrations import MIGRATIONS, migrate
-from portal.store._models import ApprovalRecord, AuditRecord, SchemaVersion, ToolPin, UpstreamStatus, utcnow
+from portal.store._models import (
+    ApprovalRecord,
+    AuditRecord,
+    RateCounter,
+    SchemaVersion,
+    ToolPin,
+    UpstreamStatus,
+    utcnow,
+)
 
 __all__ = [
     "CHAINED_FIELDS",
@@ -12,6 +20,7 @@ __all__ = [
     "ApprovalRecord",
     "AuditRecord",
     "ChainBreak",
+    "RateCounter",
     "SchemaVersion",
     "ToolPin",
     "UpstreamStatus",

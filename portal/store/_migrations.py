@@ -13,7 +13,7 @@ from sqlmodel import SQLModel, select
 
 from portal.errors import StorageError
 from portal.store._chain import GENESIS, chain_hash
-from portal.store._models import ApprovalRecord, AuditRecord, SchemaVersion, ToolPin, UpstreamStatus
+from portal.store._models import ApprovalRecord, AuditRecord, RateCounter, SchemaVersion, ToolPin, UpstreamStatus
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -51,13 +51,17 @@ def _v2_audit_chain(conn: Connection) -> None:
         last = rows[-1]["id"]
 
 
+def _v3_rate_counters(conn: Connection) -> None:
+    """The ``rate_counters`` table: fixed-window counters of the policy's rate limits (``portal/limits.py``)."""
+    SQLModel.metadata.create_all(conn, tables=[RateCounter.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
+
+
 def _v4_approvals(conn: Connection) -> None:
     """The ``approvals`` table: calls held for an admin's decision (``portal/approvals.py``)."""
     SQLModel.metadata.create_all(conn, tables=[ApprovalRecord.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
 
 
-# v3 (rate-limit counters) goes before the approvals: keep each migration's position its version.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_audit_chain, _v4_approvals]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_audit_chain, _v3_rate_counters, _v4_approvals]
 
 
 def migrate(conn: Connection) -> int:

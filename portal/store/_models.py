@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Column, Text
+from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ApprovalRecord", "AuditRecord", "SchemaVersion", "ToolPin", "UpstreamStatus", "utcnow"]
+__all__ = ["ApprovalRecord", "AuditRecord", "RateCounter", "SchemaVersion", "ToolPin", "UpstreamStatus", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -113,3 +113,19 @@ class ApprovalRecord(SQLModel, table=True):
     decided_at: datetime | None = None
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     consumed_at: datetime | None = None
+
+
+class RateCounter(SQLModel, table=True):
+    """Calls counted in one fixed window of one rate limit or quota (``portal/limits.py``).
+
+    ``bucket`` is a digest of the limit's name, its window and the values it counts per (principal, tool,
+    server); ``expires_at`` (Unix seconds) is the end of the window, after which the row is deleted.
+    """
+
+    __tablename__ = "rate_counters"  # pyright: ignore[reportAssignmentType]
+
+    bucket: str = Field(primary_key=True, max_length=64)
+    window_start: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    rule: str = Field(max_length=256)
+    count: int = 0
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))

@@ -35,6 +35,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount, Ulimit
 
+from servers.sandbox._agent_client import AgentClient
 from servers.sandbox._backend import (
     AGENT_PATH,
     AGENT_SCRIPT,
@@ -59,6 +60,7 @@ LABEL = "dockyard.sandbox"
 """Label carrying the sandbox id on every container of this backend."""
 _OPTIONS = frozenset({"image", "runtime", "docker_host", "timeout"})
 _MiB = 1024 * 1024
+_START_TIMEOUT = 15.0
 
 
 def sandbox_image_name() -> str:
@@ -82,7 +84,7 @@ def _build_hint() -> str:
 class DockerBackend:
     """Boots boxes as hardened containers on the local dockerd.
 
-    Options (from the ``[sandbox.docker]`` config table):
+    Options (``[servers.sandbox.options.docker]``):
 
     - ``image``: the image to run (default: :func:`sandbox_image_name`);
     - ``runtime``: an OCI runtime registered with dockerd instead of its default ``runc`` (e.g. ``"runsc"``);
@@ -141,11 +143,11 @@ class DockerBackend:
             _check_runtime(self.runtime, info.get("Runtimes") or {})
 
     async def start(self, spec: SandboxSpec) -> None:
-        """Create and start the box's container; no-op when it is already running.
+        """Create and start the box's container and wait until its agent answers; no-op when it is running.
 
         Raises:
             BackendUnavailableError: dockerd is unreachable or the image is missing.
-            SandboxStateError: dockerd refused the container, or it did not start.
+            SandboxStateError: dockerd refused the container, or its agent did not answer in time.
         """
         client = await self._connect()
         name = CONTAINER_PREFIX + spec.id
@@ -166,10 +168,15 @@ class DockerBackend:
         self._started.add(spec.id)
         try:
             await self._run(container.start)
+            await self._wait_ready(container, spec)
         except docker.errors.APIError as error:
             await self._remove(container)
             self._started.discard(spec.id)
             raise SandboxStateError(f"sandbox {spec.id!r} did not start: {_explain(error)}") from None
+        except SandboxStateError:
+            await self._remove(container)
+            self._started.discard(spec.id)
+            raise
 
     async def is_running(self, sandbox_id: str) -> bool:
         """Whether the box's container is running."""
@@ -252,6 +259,31 @@ class DockerBackend:
             "runtime": self.runtime,
             "log_config": LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m", "max-file": "1"}),
         }
+
+    async def _wait_ready(self, container: Container, spec: SandboxSpec) -> None:
+        """Return once the agent answers, as the bubblewrap backend does; explain a box that died instead."""
+        agent = AgentClient(spec.control_dir)
+        with anyio.move_on_after(_START_TIMEOUT):
+            polls = 0
+            while True:
+                try:
+                    await agent.ping()
+                    return
+                except SandboxStateError:
+                    pass
+                polls += 1
+                if polls % 20 == 0:  # every ~0.2 s, ask dockerd whether the box is still there
+                    await self._run(container.reload)
+                    if container.status != "running":
+                        break
+                await anyio.sleep(0.01)
+        logs = await self._run(lambda: container.logs(stdout=True, stderr=True, tail=20))
+        detail = logs.decode(errors="replace").strip() or "no output"
+        if container.status != "running":
+            raise SandboxStateError(f"the docker box {spec.id!r} exited before its agent answered: {detail}")
+        raise SandboxStateError(
+            f"the agent of docker box {spec.id!r} did not answer within {_START_TIMEOUT:g} s: {detail}"
+        )
 
     async def _connect(self) -> docker.DockerClient:
         async with self._client_lock:

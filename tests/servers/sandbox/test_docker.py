@@ -89,15 +89,11 @@ def make_spec(root: Path, *, limits: Limits | None = None, egress: bool = False)
 
 
 async def started(backend: DockerBackend, spec: SandboxSpec) -> AgentClient:
-    await backend.start(spec)
-    agent = AgentClient(spec.control_dir)
     with anyio.fail_after(30):
-        while True:
-            try:
-                await agent.ping()
-                return agent
-            except SandboxStateError:
-                await anyio.sleep(0.02)
+        await backend.start(spec)  # returns once the agent answers
+    agent = AgentClient(spec.control_dir)
+    await agent.ping()
+    return agent
 
 
 async def sh(agent: AgentClient, script: str) -> tuple[int | None, str]:
@@ -259,4 +255,25 @@ async def test_aclose_removes_every_box_it_started(box_root: Path) -> None:
             with pytest.raises(docker.errors.NotFound):
                 client.containers.get(CONTAINER_PREFIX + spec.id)
     finally:
+        client.close()
+
+
+async def test_a_box_that_cannot_start_is_reported_and_removed(backend: DockerBackend, box_root: Path) -> None:
+    client = docker.DockerClient(version="auto")
+    try:
+        # A real image without python3: dockerd creates the container, and starting it fails.
+        empty_tar = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True, check=True).stdout
+        client.api.import_image_from_data(empty_tar, repository="dockyard-test-empty", tag="latest")
+        broken = DockerBackend({"image": "dockyard-test-empty:latest"})
+        spec = make_spec(box_root)
+        with pytest.raises(
+            SandboxStateError, match=rf"box {spec.id!r} exited before its agent answered: .*exec python3 failed"
+        ):
+            await broken.start(spec)
+        assert not await broken.is_running(spec.id)
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(CONTAINER_PREFIX + spec.id)
+        await broken.aclose()
+    finally:
+        client.images.remove("dockyard-test-empty:latest", force=True)
         client.close()

@@ -33,8 +33,9 @@ SEARCH_DESCRIPTION = """\
 Find functions of the typed Python SDK over every tool you may use. One namespace per MCP server, one \
 async function per tool, keyword arguments only: `await <namespace>.<function>(name=value)`.
 Pass words describing what you want to do; get the best matches as `names` (one line each), \
-`signatures` (default: signature and summary) or `full` stubs (docstrings, parameters, hints). An exact \
-function name (`namespace.function`) returns its full stub. Search before you write code for `execute`."""
+`signatures` (default: signature and summary) or `full` stubs (docstrings, parameters, hints, and the \
+TypedDicts they use). An exact function name (`namespace.function`) returns its full stub. Search before \
+you write code for `execute`."""
 
 EXECUTE_DESCRIPTION = """\
 Run a Python script against the SDK found with `search`, and get back the value of its last expression, \

@@ -15,7 +15,17 @@ from codemode._converter import AliasDef, TypedDictDef, as_schema
 from codemode._names import identifier
 from codemode._pytypes import JSON, PyType, names_in, python_literal, render
 
-__all__ = ["HEADER_NAMES", "MethodPlan", "NamespacePlan", "ParamPlan", "docstring", "method_source", "module_source"]
+__all__ = [
+    "HEADER_NAMES",
+    "MethodPlan",
+    "NamespacePlan",
+    "ParamPlan",
+    "definition_sources",
+    "docstring",
+    "method_source",
+    "module_source",
+    "referenced",
+]
 
 HEADER_NAMES = frozenset(
     {"annotations", "Awaitable", "Callable", "Final", "Literal", "Never", "NotRequired", "TypeAlias", "TypedDict"}
@@ -293,6 +303,38 @@ def _used_names(definitions: Iterable[TypedDictDef | AliasDef], namespaces: Sequ
     return used
 
 
+def definition_sources(definitions: Sequence[TypedDictDef | AliasDef]) -> dict[str, str]:
+    """The source of each TypedDict and alias, by name, in the order the module defines them."""
+    sources: dict[str, str] = {}
+    defined: set[str] = {"Omit"}  # not JSON: at run time it is a string, so `JSON | X` must stay quoted
+    taken = HEADER_NAMES | _BUILTIN_TYPES | {"list", "dict"} | {d.name for d in definitions}
+    for definition in definitions:
+        if isinstance(definition, AliasDef):
+            sources[definition.name] = _alias_source(definition, defined)
+        else:
+            sources[definition.name] = _typed_dict_source(definition, taken)
+        defined.add(definition.name)
+    return sources
+
+
+def referenced(method: MethodPlan, definitions: Sequence[TypedDictDef | AliasDef]) -> tuple[str, ...]:
+    """The generated types ``method``'s signature uses, directly or through other types, in module order."""
+    by_name = {d.name: d for d in definitions}
+
+    def names(py_types: Iterable[PyType]) -> set[str]:
+        return {name for py_type in py_types for name in names_in(py_type) if name in by_name}
+
+    found = names([*(p.type for p in method.params), method.returns, *([method.extra[1]] if method.extra else [])])
+    pending = list(found)
+    while pending:
+        definition = by_name[pending.pop()]
+        inner = [definition.type] if isinstance(definition, AliasDef) else [f.type for f in definition.fields]
+        for name in names(inner) - found:
+            found.add(name)
+            pending.append(name)
+    return tuple(d.name for d in definitions if d.name in found)
+
+
 def module_source(definitions: Sequence[TypedDictDef | AliasDef], namespaces: Sequence[NamespacePlan]) -> str:
     """The whole SDK module."""
     used = _used_names(definitions, namespaces)
@@ -304,15 +346,7 @@ def module_source(definitions: Sequence[TypedDictDef | AliasDef], namespaces: Se
     header = _HEADER.format(servers=_escape(servers), typing_names=", ".join(sorted(typing_names, key=str.lower)))
     if any(method.params or method.extra for namespace in namespaces for method in namespace.methods):
         header += _WIRE
-    blocks = [header.rstrip("\n")]
-    defined: set[str] = {"Omit"}  # not JSON: at run time it is a string, so `JSON | X` must stay quoted
-    taken = HEADER_NAMES | _BUILTIN_TYPES | {"list", "dict"} | {d.name for d in definitions}
-    for definition in definitions:
-        if isinstance(definition, AliasDef):
-            blocks.append(_alias_source(definition, defined))
-        else:
-            blocks.append(_typed_dict_source(definition, taken))
-        defined.add(definition.name)
+    blocks = [header.rstrip("\n"), *definition_sources(definitions).values()]
     for namespace in namespaces:
         said = f"Tools of the MCP server {namespace.server!r}."
         if namespace.name != identifier(namespace.server):

@@ -14,6 +14,7 @@ hook, which the SDK runtime wires to the portal's choke point.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,17 @@ import mcp_types as types
 from codemode._converter import Converter, Document, Field, Shape, as_list, as_schema, merge
 from codemode._names import BUILTIN_NAMES, MODULE_NAMES, Namer, identifier, pascal
 from codemode._pytypes import JSON, NEVER, Atom, PyType, Union, admits, names_in, python_literal, union
-from codemode._render import HEADER_NAMES, MethodPlan, NamespacePlan, ParamPlan, hints, method_source, module_source
+from codemode._render import (
+    HEADER_NAMES,
+    MethodPlan,
+    NamespacePlan,
+    ParamPlan,
+    definition_sources,
+    hints,
+    method_source,
+    module_source,
+    referenced,
+)
 
 __all__ = ["GeneratedSdk", "SdkFunction", "SdkParameter", "ToolCaller", "default_target", "generate_sdk", "load_sdk"]
 
@@ -74,6 +85,9 @@ class SdkFunction:
     """The name of the ``**`` parameter when the tool takes arguments beyond its named ones, else None."""
     stub: str
     """The function's signature and docstring with ``...`` for a body, as a model reads it."""
+    types: tuple[str, ...] = ()
+    """The generated TypedDicts and aliases its signature uses, directly or through each other (see
+    :attr:`GeneratedSdk.definitions`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,8 @@ class GeneratedSdk:
 
     source: str
     functions: tuple[SdkFunction, ...]
+    definitions: Mapping[str, str] = dataclasses.field(default_factory=dict[str, str], hash=False)
+    """The source of each generated TypedDict and alias, by name, in module order."""
 
     def function(self, server: str, tool: str) -> SdkFunction:
         """The function generated for ``tool`` of ``server``."""
@@ -201,15 +217,17 @@ def generate_sdk(
 
     plans: list[NamespacePlan] = []
     functions: list[SdkFunction] = []
+    definitions = list(converter.definitions.values())
     for server, namespace in namespaces.items():
         taken = Namer(_CLASS_SCOPE | (namer.taken - BUILTIN_NAMES))
         methods: list[MethodPlan] = []
         for item in (c for c in converted if c.server == server):
             name = taken.unique(identifier(item.tool.name), identifier(item.tool.name) + "_")
             methods.append(_method(item, name, target(server, item.tool)))
-            functions.append(_function(server, namespace, item.tool, methods[-1]))
+            used = referenced(methods[-1], definitions)
+            functions.append(_function(server, namespace, item.tool, methods[-1], used))
         plans.append(NamespacePlan(namespace, server, methods))
-    return GeneratedSdk(module_source(list(converter.definitions.values()), plans), tuple(functions))
+    return GeneratedSdk(module_source(definitions, plans), tuple(functions), definition_sources(definitions))
 
 
 def _namespace(namer: Namer, server: str) -> str:
@@ -220,11 +238,11 @@ def _namespace(namer: Namer, server: str) -> str:
     return namer.unique(name, name + "_")
 
 
-def _function(server: str, namespace: str, tool: types.Tool, method: MethodPlan) -> SdkFunction:
+def _function(server: str, namespace: str, tool: types.Tool, method: MethodPlan, used: tuple[str, ...]) -> SdkFunction:
     parameters = tuple(SdkParameter(p.name, p.wire_name, p.required) for p in method.params)
     extra = method.extra[0] if method.extra else None
     stub = method_source(method, indent="", stub=True)
-    return SdkFunction(server, namespace, method.name, method.target, tool, parameters, extra, stub)
+    return SdkFunction(server, namespace, method.name, method.target, tool, parameters, extra, stub, used)
 
 
 def load_sdk(sdk: GeneratedSdk | str, call: ToolCaller, *, name: str = "dockyard_sdk") -> ModuleType:

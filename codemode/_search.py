@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,20 +117,29 @@ class SdkIndex:
         """The text ``search`` answers with: matching functions at the level of ``detail``."""
         exact = self.exact(query)
         if exact is not None:
-            return render([exact], "full")
+            return render([exact], "full", self.sdk)
         found = self.rank(query, limit=max(1, limit))
         if not found:
             return f"No SDK function matches {query!r}; try other words, or fewer."
-        return render(found, detail)
+        return render(found, detail, self.sdk)
 
 
-def render(functions: Sequence[SdkFunction], detail: Detail) -> str:
-    """Functions as a model reads them: names with a summary, one-line signatures, or full stubs."""
+def render(functions: Sequence[SdkFunction], detail: Detail, sdk: GeneratedSdk | None = None) -> str:
+    """Functions as a model reads them: names with a summary, one-line signatures, or full stubs.
+
+    Full stubs come after the TypedDicts and aliases they use (from ``sdk``), each written once.
+    """
     if detail == "names":
         return "\n".join(f"{f.namespace}.{f.name}: {_summary(f)}" for f in functions)
     if detail == "signatures":
         return "\n".join(f"{signature(f)}\n    # {_summary(f)}" for f in functions)
-    return "\n\n".join(f"{_where(f)}\n{f.stub.removeprefix('@staticmethod' + chr(10))}" for f in functions)
+    stubs = [f"{_where(f)}\n{f.stub.removeprefix('@staticmethod' + chr(10))}" for f in functions]
+    used = {name for f in functions for name in f.types}
+    definitions: Mapping[str, str] = sdk.definitions if sdk is not None else {}
+    types = [source for name, source in definitions.items() if name in used]
+    if types:
+        stubs.insert(0, "# types the functions below use\n" + "\n\n".join(types))
+    return "\n\n".join(stubs)
 
 
 def _where(function: SdkFunction) -> str:

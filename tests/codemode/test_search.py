@@ -1,9 +1,11 @@
+# ruff: noqa: E501  (the pinned text is generated code, with its long lines)
 """Search over the SDK of the four real catalogs: detail levels, exact names, and recall@3 on realistic queries."""
 
 from __future__ import annotations
 
 import mcp_types as types
 import pytest
+from inline_snapshot import snapshot
 
 from codemode import SdkIndex, generate_sdk
 
@@ -88,10 +90,135 @@ def test_detail_levels_go_from_names_to_signatures_to_full_stubs(index: SdkIndex
     assert signatures.splitlines()[0] == (
         "filesystem.read_file(*, path: str, tail: float | Omit = OMIT, head: float | Omit = OMIT) -> ReadFileResult"
     )
+    assert "TypedDict" not in index.search("read a file", detail="signatures", limit=8)
     full = index.search("read a file", detail="full", limit=1)
-    assert full.startswith("# in namespace filesystem\nasync def read_file(") and '"""' in full
+    assert full.startswith(
+        "# types the functions below use\nclass ReadFileResult(TypedDict):\n    content: str\n\n"
+        "# in namespace filesystem\nasync def read_file("
+    )
 
 
 def test_the_limit_caps_the_matches_and_nonsense_finds_nothing(index: SdkIndex) -> None:
     assert len(index.search("file", detail="names", limit=4).splitlines()) == 4
     assert index.search("zzzqqq xyzzy") == "No SDK function matches 'zzzqqq xyzzy'; try other words, or fewer."
+
+
+def test_a_full_stub_comes_with_the_typed_dicts_its_parameters_use(index: SdkIndex) -> None:
+    assert index.search("github.create_pull_request_review") == snapshot('''\
+# types the functions below use
+class CreatePullRequestReviewCommentsItemOption1(TypedDict):
+    path: str
+    """The relative path to the file being commented on"""
+    position: float
+    """The position in the diff where you want to add a review comment"""
+    body: str
+    """Text of the review comment"""
+
+class CreatePullRequestReviewCommentsItemOption2(TypedDict):
+    path: str
+    """The relative path to the file being commented on"""
+    line: float
+    """The line number in the file where you want to add a review comment"""
+    body: str
+    """Text of the review comment"""
+
+# in namespace github
+async def create_pull_request_review(
+    *,
+    owner: str,
+    repo: str,
+    pull_number: float,
+    commit_id: str | Omit = OMIT,
+    body: str,
+    event: Literal["APPROVE", "REQUEST_CHANGES", "COMMENT"],
+    comments: list[CreatePullRequestReviewCommentsItemOption1 | CreatePullRequestReviewCommentsItemOption2] | Omit = OMIT,
+) -> JSON:
+    """Create a review on a pull request
+
+    Args:
+        owner: Repository owner (username or organization)
+        repo: Repository name
+        pull_number: Pull request number
+        commit_id: The SHA of the commit that needs a review
+        body: The body text of the review
+        event: The review action to perform
+        comments: Comments to post as part of the review (specify either position or line, not both)
+    """
+    ...\
+''')
+
+
+SHARED = {
+    "$defs": {
+        "State": {"type": "string", "enum": ["open", "closed"], "description": "Whether the issue is open."},
+        "Label": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "color": {"type": "string"}},
+            "required": ["name"],
+        },
+        "Issue": {
+            "type": "object",
+            "properties": {
+                "number": {"type": "integer"},
+                "labels": {"type": "array", "items": {"$ref": "#/$defs/Label"}},
+            },
+            "required": ["number", "labels"],
+        },
+    },
+}
+
+
+def _issue_tool(name: str, description: str, properties: dict[str, object]) -> types.Tool:
+    return types.Tool(
+        name=name,
+        description=description,
+        input_schema={"type": "object", "properties": properties, **SHARED},
+        output_schema={"$ref": "#/$defs/Issue", **SHARED},
+    )
+
+
+def test_types_shared_by_several_functions_are_written_once_aliases_included() -> None:
+    sdk = generate_sdk(
+        {
+            "tracker": [
+                _issue_tool(
+                    "create_issue", "Open an issue.", {"labels": {"type": "array", "items": {"$ref": "#/$defs/Label"}}}
+                ),
+                _issue_tool(
+                    "set_state",
+                    "Open or close an issue.",
+                    {"state": {"$ref": "#/$defs/State"}, "number": {"type": "integer"}},
+                ),
+            ]
+        }
+    )
+    index = SdkIndex(sdk)
+    assert index.search("issue", detail="full", limit=2) == snapshot('''\
+# types the functions below use
+class Label(TypedDict):
+    name: str
+    color: NotRequired[str]
+
+class Issue(TypedDict):
+    number: int
+    labels: list[Label]
+
+State: TypeAlias = Literal["open", "closed"]
+"""Whether the issue is open."""
+
+# in namespace tracker
+async def create_issue(*, labels: list[Label] | Omit = OMIT) -> Issue:
+    """Open an issue."""
+    ...
+
+# in namespace tracker
+async def set_state(*, state: State | Omit = OMIT, number: int | Omit = OMIT) -> Issue:
+    """Open or close an issue."""
+    ...\
+''')
+    assert index.search("issue", detail="signatures", limit=2) == snapshot("""\
+tracker.create_issue(*, labels: list[Label] | Omit = OMIT) -> Issue
+    # Open an issue.
+tracker.set_state(*, state: State | Omit = OMIT, number: int | Omit = OMIT) -> Issue
+    # Open or close an issue.\
+""")

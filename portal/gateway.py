@@ -45,7 +45,11 @@ logger = logging.getLogger("dockyard.gateway")
 
 ListKind = Literal["tools", "prompts", "resources"]
 _MAX_INPUT_ROUNDS = 8
+_LISTING_CACHE = 4096
+"""Principals x kinds of listing remembered; past that the cache starts over."""
 _R = TypeVar("_R")
+_T = TypeVar("_T")
+_Listed = Literal["tools", "prompts", "resources", "templates"]
 
 
 def _error_result(message: str) -> types.CallToolResult:
@@ -200,6 +204,7 @@ class Gateway:
         self._subscribers: dict[str, dict[object, ClientChannel]] = {}
         self._dedicated: dict[tuple[object, str], _Dedicated] = {}
         self._dedicated_lock = anyio.Lock()
+        self._listings: dict[tuple[Principal, _Listed], tuple[Catalog, str, list[Any]]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self.ready = anyio.Event()
         log_dir = Path(settings.portal.data_dir) / "logs"
@@ -322,29 +327,61 @@ class Gateway:
     ) -> bool:
         return self.policy.decide(principal, Request("list", target, server, annotations=annotations)).allowed
 
+    def _listing(self, principal: Principal, kind: _Listed, build: Callable[[Catalog], list[_T]]) -> list[_T]:
+        """``build(catalog)``, remembered per principal while the catalog and the policy's listing key stay."""
+        key, catalog = self.policy.listing_key, self._catalog
+        if key is None:
+            return build(catalog)
+        cached = self._listings.get((principal, kind))
+        if cached is not None and cached[0] is catalog and cached[1] == key:
+            return list(cached[2])
+        items = build(catalog)
+        if len(self._listings) >= _LISTING_CACHE:
+            self._listings.clear()
+        self._listings[(principal, kind)] = (catalog, key, items)
+        return list(items)
+
     def list_tools(self, principal: Principal) -> list[types.Tool]:
         """The tools ``principal`` may see."""
-        return [
-            e.definition
-            for e in self._catalog.tools.values()
-            if self._visible(principal, e.name, e.server, e.definition.annotations)
-        ]
+        return self._listing(
+            principal,
+            "tools",
+            lambda catalog: [
+                e.definition
+                for e in catalog.tools.values()
+                if self._visible(principal, e.name, e.server, e.definition.annotations)
+            ],
+        )
 
     def list_prompts(self, principal: Principal) -> list[types.Prompt]:
         """The prompts ``principal`` may see."""
-        return [e.definition for e in self._catalog.prompts.values() if self._visible(principal, e.name, e.server)]
+        return self._listing(
+            principal,
+            "prompts",
+            lambda catalog: [
+                e.definition for e in catalog.prompts.values() if self._visible(principal, e.name, e.server)
+            ],
+        )
 
     def list_resources(self, principal: Principal) -> list[types.Resource]:
         """The resources ``principal`` may see."""
-        return [r.definition for r in self._catalog.resources.values() if self._visible(principal, r.uri, r.server)]
+        return self._listing(
+            principal,
+            "resources",
+            lambda catalog: [
+                r.definition for r in catalog.resources.values() if self._visible(principal, r.uri, r.server)
+            ],
+        )
 
     def list_resource_templates(self, principal: Principal) -> list[types.ResourceTemplate]:
         """The resource templates ``principal`` may see."""
-        return [
-            t.definition
-            for t in self._catalog.templates
-            if self._visible(principal, t.definition.uri_template, t.server)
-        ]
+        return self._listing(
+            principal,
+            "templates",
+            lambda catalog: [
+                t.definition for t in catalog.templates if self._visible(principal, t.definition.uri_template, t.server)
+            ],
+        )
 
     # ----------------------------------------------------------------- the choke point
 

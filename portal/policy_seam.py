@@ -90,6 +90,11 @@ class Policy(Protocol):
         """Names the rules in force; approvals are bound to it."""
         ...
 
+    @property
+    def listing_key(self) -> str | None:
+        """Equal keys give equal listing decisions for a principal; None when listings may change with time."""
+        ...
+
     def decide(self, principal: Principal, request: Request) -> Decision:
         """Decide one request; ``method == "list"`` asks whether the target may be listed."""
         ...
@@ -98,7 +103,7 @@ class Policy(Protocol):
 class AllowLocal:
     """Everything for the local principal of auth mode ``none``; nothing for anyone else (SECURITY.md G1)."""
 
-    version = "allow-local"
+    version = listing_key = "allow-local"
     _ALLOW = Decision(allowed=True, rule="auth-none:local")
     _DENY = Decision(allowed=False, rule="default-deny", reason="no policy grants this principal anything")
 

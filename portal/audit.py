@@ -49,7 +49,7 @@ EXPORT_FIELDS = ("id", *CHAINED_FIELDS, "prev_hash", "hash")
 
 logger = logging.getLogger("dockyard.audit")
 
-Status = Literal["ok", "error", "denied", "pending", "unavailable", "withheld", "unknown", "cancelled"]
+Status = Literal["ok", "error", "denied", "pending", "limited", "unavailable", "withheld", "unknown", "cancelled"]
 
 
 def arguments_digest(arguments: Mapping[str, Any] | None) -> tuple[str | None, int]:

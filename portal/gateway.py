@@ -31,10 +31,12 @@ from portal.catalog import Catalog, build_catalog
 from portal.channel import ClientChannel
 from portal.config import Settings
 from portal.errors import UnknownTargetError, UpstreamUnavailableError, WithheldToolError
+from portal.limits import Limiter
 from portal.metrics import Metrics
 from portal.pins import PinStore
 from portal.policy_seam import AllowLocal, Decision, Policy, Request
 from portal.principal import Principal
+from portal.redaction import redact, redact_text, redaction_label
 from portal.sealing import Sealer, TamperedStateError
 from portal.store import UpstreamStatus, utcnow
 from portal.upstreams import FORWARDED_CAPABILITIES, SessionHandlers, Upstream
@@ -48,6 +50,7 @@ _MAX_INPUT_ROUNDS = 8
 _LISTING_CACHE = 4096
 """Principals x kinds of listing remembered; past that the cache starts over."""
 _R = TypeVar("_R")
+_Redactable = TypeVar("_Redactable", types.CallToolResult, types.ReadResourceResult, types.GetPromptResult)
 _T = TypeVar("_T")
 _Listed = Literal["tools", "prompts", "resources", "templates"]
 
@@ -137,6 +140,8 @@ class _Trace:
     """The approval this call runs under, once consumed."""
     status: Status = "ok"
     error: str | None = None
+    redacted: dict[str, int] = field(default_factory=dict[str, int])
+    """Matches the decision's redactions replaced in the result, per pattern (SECURITY.md G6)."""
 
     def done(self, status: Status, *, error: str | None = None, bytes_out: int = 0) -> None:
         seconds = time.perf_counter() - self.started
@@ -150,7 +155,9 @@ class _Trace:
                 principal=self.principal,
                 method=self.method,
                 target=self.target,
-                decision=f"approved:{self.approval}" if self.approval else _decision_label(decision),
+                decision=redaction_label(
+                    f"approved:{self.approval}" if self.approval else _decision_label(decision), self.redacted
+                ),
                 status=status,
                 server=self.server,
                 upstream_target=self.upstream_target,
@@ -197,6 +204,7 @@ class Gateway:
         self.audit = AuditLog(engine)
         self.pins = PinStore(engine)
         self.approvals = ApprovalStore(engine, ttl=settings.policy.approval_ttl)
+        self.limiter = Limiter(engine)
         self._sealer = sealer
         self._catalog = Catalog()
         self._rebuild_lock = anyio.Lock()
@@ -583,8 +591,12 @@ class Gateway:
                 return held
             input_responses = request_state = None  # answers to the portal's own approval round
         upstream_state = self._unseal(trace, request_state)
+        if trace.decision.limits and (limited := await self._admit(trace)) is not None:
+            return limited
         upstream = self.upstreams[entry.server]
         result = await self._invoke(trace, upstream, channel, arguments, input_responses, upstream_state)
+        if not isinstance(result, types.InputRequiredResult):
+            result = self._redact(trace, result)  # before the error text below is taken from it
         if isinstance(result, types.InputRequiredResult):
             result = self._seal(trace, result)
         elif result.is_error and trace.status == "ok":
@@ -594,6 +606,40 @@ class Gateway:
             trace.status, error=trace.error, bytes_out=len(result.model_dump_json(by_alias=True, exclude_none=True))
         )
         return result
+
+    async def _admit(self, trace: _Trace) -> types.CallToolResult | None:
+        """Count the call against its limits; refused: the error result the caller gets, audited as limited."""
+        assert trace.decision is not None
+        refusal = await self.limiter.admit(
+            trace.principal, target=trace.target, server=trace.server or "", limits=trace.decision.limits
+        )
+        if refusal is None:
+            return None
+        trace.done("limited", error=refusal.message)
+        return _error_result(refusal.message)
+
+    def _redact(self, trace: _Trace, result: _Redactable) -> _Redactable:
+        """Apply the decision's redactions to what the upstream returned, and to error text noted on ``trace``."""
+        redactions = trace.decision.redactions if trace.decision is not None else ()
+        if not redactions:
+            return result
+        result, counts = redact(result, redactions)
+        if trace.error:
+            trace.error, more = redact_text(trace.error, redactions)
+            counts = {n: counts.get(n, 0) + more.get(n, 0) for n in {*counts, *more}}
+        for name, count in counts.items():
+            trace.redacted[name] = trace.redacted.get(name, 0) + count
+        return result
+
+    def _redact_error(self, trace: _Trace, error: MCPError) -> MCPError:
+        """An upstream's protocol error with the decision's redactions applied to its message (and no data)."""
+        redactions = trace.decision.redactions if trace.decision is not None else ()
+        if not redactions:
+            return error
+        message, counts = redact_text(error.error.message, redactions)
+        for name, count in counts.items():
+            trace.redacted[name] = trace.redacted.get(name, 0) + count
+        return MCPError(code=error.error.code, message=message)
 
     async def _invoke(
         self,
@@ -641,8 +687,9 @@ class Gateway:
             elif error.code == types.REQUEST_TIMEOUT:
                 trace.status, trace.error = "error", f"server {upstream.name!r} did not answer within {timeout}s"
             else:
+                error = self._redact_error(trace, error)
                 trace.done("error", error=error.error.message)
-                raise
+                raise error from None
         except RuntimeError as error:  # the SDK's output-schema validation of the upstream's result
             trace.status, trace.error = "error", f"server {upstream.name!r} returned an invalid result: {error}"
         return _error_result(trace.error or "call failed")
@@ -743,11 +790,19 @@ class Gateway:
                 )
 
             result = await self._drive(channel, send, input_responses, upstream_state)
-        except (UpstreamUnavailableError, MCPError) as error:
+        except MCPError as error:
+            error = self._redact_error(trace, error)
+            trace.done("error", error=str(error))
+            raise error from None
+        except UpstreamUnavailableError as error:
             trace.done("error", error=str(error))
             raise
+        if isinstance(result, types.InputRequiredResult):
+            trace.done("ok")
+            return self._seal(trace, result)
+        result = self._redact(trace, result)
         trace.done("ok")
-        return self._seal(trace, result) if isinstance(result, types.InputRequiredResult) else result
+        return result
 
     async def read_resource(
         self,
@@ -783,7 +838,11 @@ class Gateway:
                 )
 
             result = await self._drive(channel, send, input_responses, upstream_state)
-        except (UpstreamUnavailableError, MCPError) as error:
+        except MCPError as error:
+            error = self._redact_error(trace, error)
+            trace.done("error", error=str(error))
+            raise error from None
+        except UpstreamUnavailableError as error:
             trace.done("error", error=str(error))
             raise
         if isinstance(result, types.InputRequiredResult):
@@ -792,6 +851,7 @@ class Gateway:
         if upstream_uri != uri:
             contents = [c.model_copy(update={"uri": uri}) if str(c.uri) == upstream_uri else c for c in result.contents]
             result = result.model_copy(update={"contents": contents})
+        result = self._redact(trace, result)
         trace.done("ok")
         return result
 

@@ -25,7 +25,7 @@ import mcp_types as types
 
 from portal.policy_seam import Redaction
 
-__all__ = ["PATTERNS", "PatternName", "Redactor", "label", "pattern_counts", "redact", "redact_text", "redactor"]
+__all__ = ["PATTERNS", "PatternName", "Redactor", "label", "redact", "redact_text", "redaction_label", "redactor"]
 
 PatternName = Literal[
     "email",
@@ -191,6 +191,22 @@ def redact(result: _R, redactions: Sequence[Redaction]) -> tuple[_R, dict[str, i
     return result.model_copy(update=update), dict(counts)
 
 
-def pattern_counts(counts: Mapping[str, int]) -> str:
-    """``email=2,jwt=1``: what was redacted, for the audit log."""
-    return ",".join(f"{name}={n}" for name, n in sorted(counts.items()))
+def redaction_label(decision: str, counts: Mapping[str, int], *, width: int = 32) -> str:
+    """The audit log's decision for a call whose result was redacted: ``redact:email=2,jwt=1`` (SECURITY.md G6).
+
+    ``decision`` (``allow``, ``approved:ID``) is returned as it is when nothing was redacted; an allowed call
+    becomes ``redact:...``, any other gets ``+redact``. The label fits in ``width`` characters (the column's),
+    dropping the counts, then the names, when it must.
+    """
+    if not counts:
+        return decision
+    head = "redact:" if decision == "allow" else f"{decision}+redact:"
+    names = sorted(counts)
+    for label_ in (
+        head + ",".join(f"{n}={counts[n]}" for n in names),
+        head + ",".join(names),
+        f"{head}{sum(counts.values())}",
+    ):
+        if len(label_) <= width:
+            return label_
+    return f"{decision[: width - 7]}+redact"[:width]

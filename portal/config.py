@@ -140,6 +140,8 @@ class ServerSettings(_Strict):
     """Seconds allowed for starting and initialising the upstream."""
     call_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
     """Seconds a single request to the upstream may take before the portal gives up on it."""
+    options: dict[str, Any] = Field(default_factory=dict[str, Any])
+    """Settings handed to a ``builtin`` or ``module`` server's factory (``${VAR}`` expands in every string)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -151,6 +153,8 @@ class ServerSettings(_Strict):
             raise ValueError("'headers' only applies to a 'url' server")
         if self.command is None and (self.args or self.env or self.cwd is not None):
             raise ValueError("'args', 'env' and 'cwd' only apply to a 'command' server")
+        if self.options and self.builtin is None and self.module is None:
+            raise ValueError("'options' only applies to a 'builtin' or 'module' server")
         if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError(f"'url' must be http(s), got {self.url!r}")
         if self.module is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.module):
@@ -270,6 +274,11 @@ def _expand_servers(raw: dict[str, Any], environ: Mapping[str, str], source: str
                 expand_env(a, environ, source=source, key=f"servers.{name}.args[{i}]") if isinstance(a, str) else a
                 for i, a in enumerate(args)  # pyright: ignore[reportUnknownArgumentType,reportUnknownVariableType]
             ]
+        options = table.get("options")  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+        if isinstance(options, dict):
+            table["options"] = _expand_deep(
+                cast(dict[str, object], options), environ, source=source, key=f"servers.{name}.options"
+            )
         for field in ("env", "headers"):
             mapping = table.get(field)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
             if isinstance(mapping, dict):
@@ -279,6 +288,22 @@ def _expand_servers(raw: dict[str, Any], environ: Mapping[str, str], source: str
                     else v
                     for k, v in mapping.items()  # pyright: ignore[reportUnknownVariableType]
                 }
+
+
+def _expand_deep(value: object, environ: Mapping[str, str], *, source: str, key: str) -> object:
+    """``expand_env`` applied to every string inside nested tables and arrays."""
+    if isinstance(value, str):
+        return expand_env(value, environ, source=source, key=key)
+    if isinstance(value, dict):
+        return {
+            k: _expand_deep(v, environ, source=source, key=f"{key}.{k}")
+            for k, v in cast(dict[str, object], value).items()
+        }
+    if isinstance(value, list):
+        return [
+            _expand_deep(v, environ, source=source, key=f"{key}[{i}]") for i, v in enumerate(cast(list[object], value))
+        ]
+    return value
 
 
 def _expand_portal(raw: dict[str, Any], environ: Mapping[str, str], source: str) -> None:

@@ -9,8 +9,11 @@ from types import MappingProxyType
 
 __all__ = ["BUILTINS", "DEFAULT_ENABLED"]
 
-BUILTINS: Mapping[str, str] = MappingProxyType({})
-"""Built-in server name → ``module:attribute`` of its MCP server (or a factory returning one)."""
+BUILTINS: Mapping[str, str] = MappingProxyType({"sandbox": "servers.sandbox:create_server"})
+"""Built-in server name → ``module:attribute`` of its MCP server, or of a factory returning one.
+
+A factory may take ``options`` (the entry's ``options`` table) and ``data_dir`` (the portal's data
+directory) as keyword arguments; a zero-argument factory works too."""
 
 DEFAULT_ENABLED: tuple[str, ...] = ()
 """Built-ins the portal mounts when the configuration does not mention them."""

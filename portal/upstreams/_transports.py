@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import shutil
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -171,11 +173,16 @@ async def http_transport(
         yield WatchedReadStream(read, closed), write
 
 
-def resolve_inprocess(name: str, settings: ServerSettings, source: str) -> Server[Any]:
+def resolve_inprocess(name: str, settings: ServerSettings, source: str, *, data_dir: Path | None = None) -> Server[Any]:
     """Import the in-process server a ``builtin`` or ``module`` entry names.
 
+    The target is an MCP server, or a factory returning one. A factory is called with ``options=`` (the
+    entry's ``options`` table) and ``data_dir=`` (the portal's data directory) when its signature takes
+    them; a zero-argument factory is simply called. Options given to a factory that takes none are an error.
+
     Raises:
-        ConfigError: The module or attribute does not exist or is not an MCP server.
+        ConfigError: The module or attribute does not exist, is not an MCP server, or rejects its options
+            (a factory's ``ValueError``).
     """
     from servers import BUILTINS
 
@@ -201,10 +208,30 @@ def resolve_inprocess(name: str, settings: ServerSettings, source: str) -> Serve
             raise ConfigError(source, key, f"{module_name!r} has no attribute {attribute!r}")
         obj = getattr(obj, part)
     if callable(obj) and not isinstance(obj, MCPServer | Server):
-        obj = obj()
+        obj = _call_factory(obj, settings, source=source, key=key, data_dir=data_dir)
+    elif settings.options:
+        raise ConfigError(source, f"servers.{name}.options", f"{target!r} is a server, not a factory taking options")
     if isinstance(obj, MCPServer):
         lowlevel: Server[Any] = obj._lowlevel_server  # pyright: ignore[reportPrivateUsage,reportUnknownMemberType,reportUnknownVariableType]
         return lowlevel  # the SDK's own Client unwraps MCPServer the same way
     if isinstance(obj, Server):
         return obj  # pyright: ignore[reportUnknownVariableType]
     raise ConfigError(source, key, f"{target!r} is a {type(obj).__name__}, not an MCPServer or Server")
+
+
+def _call_factory(factory: Any, settings: ServerSettings, *, source: str, key: str, data_dir: Path | None) -> Any:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    kwargs: dict[str, Any] = {}
+    if "options" in parameters:
+        kwargs["options"] = dict(settings.options)
+    elif settings.options:
+        raise ConfigError(source, key.rsplit(".", 1)[0] + ".options", "this server takes no options")
+    if "data_dir" in parameters and data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    try:
+        return factory(**kwargs)
+    except ValueError as error:
+        raise ConfigError(source, key.rsplit(".", 1)[0] + ".options", str(error)) from None

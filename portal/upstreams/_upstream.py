@@ -325,7 +325,10 @@ class Upstream:
                 client = Client(http_transport(self.settings, closed=closed), mode=mode, **callbacks)  # pyright: ignore[reportArgumentType]
             else:
                 if self._inprocess is None:
-                    self._inprocess = resolve_inprocess(self.name, self.settings, self._source)
+                    # The data directory is where the gateway puts the upstream logs' folder.
+                    self._inprocess = resolve_inprocess(
+                        self.name, self.settings, self._source, data_dir=self._log_dir.parent
+                    )
                 client = Client(self._inprocess, mode=mode, **callbacks)
             yield await stack.enter_async_context(client)
 

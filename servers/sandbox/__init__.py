@@ -1,4 +1,9 @@
-"""The ``sandbox`` built-in server: isolated computers per principal, behind pluggable backends."""
+"""The ``sandbox`` built-in server: isolated computers per principal, behind pluggable backends.
+
+``create_server(options, data_dir=...)`` builds the MCP server; the portal mounts it for
+``[servers.NAME] builtin = "sandbox"``. Backends implement :class:`Backend` (see ``_backend.py`` for the
+contract a box must meet).
+"""
 
 from servers.sandbox._backend import (
     Backend,
@@ -9,8 +14,10 @@ from servers.sandbox._backend import (
     SandboxSpec,
     backend_from_name,
 )
+from servers.sandbox._server import CALLER_META, create_server
 
 __all__ = [
+    "CALLER_META",
     "Backend",
     "BackendUnavailableError",
     "Limits",
@@ -18,4 +25,5 @@ __all__ = [
     "SandboxError",
     "SandboxSpec",
     "backend_from_name",
+    "create_server",
 ]

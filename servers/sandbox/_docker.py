@@ -120,6 +120,7 @@ class DockerBackend:
         self._client_lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(8)
         self._started: set[str] = set()
+        self._locks: dict[str, anyio.Lock] = {}
 
     # -- the Backend protocol ------------------------------------------------------------------------------
 
@@ -149,9 +150,12 @@ class DockerBackend:
             BackendUnavailableError: dockerd is unreachable or the image is missing.
             SandboxStateError: dockerd refused the container, or its agent did not answer in time.
         """
+        async with self._lock(spec.id):
+            await self._start(spec)
+
+    async def _start(self, spec: SandboxSpec) -> None:
         client = await self._connect()
-        name = CONTAINER_PREFIX + spec.id
-        existing = await self._get(name)
+        existing = await self._get(CONTAINER_PREFIX + spec.id)
         if existing is not None:
             if existing.status == "running":
                 self._started.add(spec.id)
@@ -185,14 +189,16 @@ class DockerBackend:
 
     async def stop(self, sandbox_id: str) -> None:
         """Kill and remove the box's container (its workspace is a bind mount and stays). Idempotent."""
-        container = await self._get(CONTAINER_PREFIX + sandbox_id)
-        if container is not None:
-            await self._remove(container)
-        self._started.discard(sandbox_id)
+        async with self._lock(sandbox_id):
+            container = await self._get(CONTAINER_PREFIX + sandbox_id)
+            if container is not None:
+                await self._remove(container)
+            self._started.discard(sandbox_id)
 
     async def destroy(self, sandbox_id: str) -> None:
         """Same as :meth:`stop`: the container is all this backend keeps for a box."""
         await self.stop(sandbox_id)
+        self._locks.pop(sandbox_id, None)
 
     async def aclose(self) -> None:
         """Remove every container this backend started, then close the connection to dockerd."""
@@ -207,6 +213,10 @@ class DockerBackend:
                 self._client = None
 
     # -- helpers -------------------------------------------------------------------------------------------
+
+    def _lock(self, sandbox_id: str) -> anyio.Lock:
+        """Serializes start and stop of one box (two creates of one name would collide in dockerd)."""
+        return self._locks.setdefault(sandbox_id, anyio.Lock())
 
     def _create_args(self, spec: SandboxSpec) -> dict[str, Any]:
         limits = spec.profile.limits

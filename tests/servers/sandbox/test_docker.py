@@ -227,6 +227,19 @@ async def test_the_workspace_survives_stop_and_start_and_start_is_idempotent(
     assert not await backend.is_running(spec.id)
 
 
+async def test_concurrent_starts_of_one_box_make_one_container(backend: DockerBackend, box_root: Path) -> None:
+    spec = make_spec(box_root)
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(backend.start, spec)
+    assert await sh(await started(backend, spec), "echo one") == (0, "one\n")
+    client = docker.DockerClient(version="auto")
+    try:
+        assert len(client.containers.list(all=True, filters={"label": f"dockyard.sandbox={spec.id}"})) == 1
+    finally:
+        client.close()
+
+
 async def test_the_egress_directory_is_mounted_read_only_only_when_the_profile_has_egress(
     backend: DockerBackend, box_root: Path
 ) -> None:

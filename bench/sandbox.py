@@ -7,6 +7,8 @@ docker image first). In one run, on one machine, it times:
   the host's ``/usr`` read-only, running ``true`` (a fresh process each time);
 - ``docker-run-true``: the baseline for docker, ``docker run --rm --network none IMAGE true`` with the
   sandbox image;
+- ``bwrap-python``, ``docker-run-python``: the same running ``python3 -I -S -c ''`` instead of ``true``, to
+  show how much of a box's start is its agent's interpreter;
 - for each backend (``bubblewrap``, ``docker``), through the backend interface and the agent client the
   sandbox server itself uses:
 
@@ -57,7 +59,7 @@ RESULTS = ROOT / "bench" / "results"
 BACKENDS = ("bubblewrap", "docker")
 
 
-def _bwrap_argv() -> list[str]:
+def _bwrap_argv(command: Sequence[str]) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--die-with-parent"]
     argv += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
     for name in ("bin", "sbin", "lib", "lib64"):
@@ -68,7 +70,7 @@ def _bwrap_argv() -> list[str]:
             argv += ["--ro-bind", str(host), f"/{name}"]
     if os.geteuid() == 0:  # as root, bwrap would keep every capability (ENVIRONMENT.md): drop them as the server does
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--", *argv]
-    return [*argv, "true"]
+    return [*argv, *command]
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -195,12 +197,15 @@ async def run(*, rounds: int, cold: int, steady: int) -> dict[str, Any]:
     image = sandbox_image_name()
     baselines: dict[str, list[str]] = {}
     unavailable: dict[str, str] = {}
+    python = ["python3", "-I", "-S", "-c", ""]  # what starting the agent costs on top
     if shutil.which("bwrap"):
-        baselines["bwrap-true"] = _bwrap_argv()
+        baselines["bwrap-true"] = _bwrap_argv(["true"])
+        baselines["bwrap-python"] = _bwrap_argv(python)
     else:
         unavailable["bwrap-true"] = "bwrap is not installed"
     if shutil.which("docker"):
         baselines["docker-run-true"] = ["docker", "run", "--rm", "--network", "none", image, "true"]
+        baselines["docker-run-python"] = ["docker", "run", "--rm", "--network", "none", image, *python]
     else:
         unavailable["docker-run-true"] = "docker is not installed"
     backends = {name: await _available(name) for name in BACKENDS}

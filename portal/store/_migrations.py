@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, inspect, text, upda
 from sqlmodel import SQLModel, select
 
 from portal.errors import StorageError
+from portal.store import _auth_tables as auth
 from portal.store._chain import GENESIS, chain_hash
 from portal.store._models import ApprovalRecord, AuditRecord, RateCounter, SchemaVersion, ToolPin, UpstreamStatus
 
@@ -52,8 +53,13 @@ def _v2_audit_chain(conn: Connection) -> None:
 
 
 def _v3_rate_counters(conn: Connection) -> None:
-    """The ``rate_counters`` table: fixed-window counters of the policy's rate limits (``portal/limits.py``)."""
+    """The ``rate_counters`` table (``portal/limits.py``), and room for ``redact:email=2,jwt=1`` in decisions.
+
+    SQLite does not enforce a VARCHAR's length, so only PostgreSQL needs the wider column.
+    """
     SQLModel.metadata.create_all(conn, tables=[RateCounter.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE audit_records ALTER COLUMN decision TYPE VARCHAR(128)"))
 
 
 def _v4_approvals(conn: Connection) -> None:
@@ -61,7 +67,28 @@ def _v4_approvals(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[ApprovalRecord.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_audit_chain, _v3_rate_counters, _v4_approvals]
+def _v5_oauth(conn: Connection) -> None:
+    """The authorization server's tables (``portal/auth/``): users, clients, codes, grants, tokens, consents, keys."""
+    models = (
+        auth.UserRecord,
+        auth.ClientRecord,
+        auth.AuthCode,
+        auth.GrantRecord,
+        auth.RefreshTokenRecord,
+        auth.AccessTokenRecord,
+        auth.ConsentRecord,
+        auth.SigningKey,
+    )
+    SQLModel.metadata.create_all(conn, tables=[m.__table__ for m in models])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_initial,
+    _v2_audit_chain,
+    _v3_rate_counters,
+    _v4_approvals,
+    _v5_oauth,
+]
 
 
 def migrate(conn: Connection) -> int:

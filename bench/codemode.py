@@ -10,11 +10,15 @@ catalogs of ``tests/codemode/catalogs/`` (server-everything, server-filesystem, 
    ``/mcp/code``: the ``tools/list`` JSON of the two tools, as an MCP client receives it from
    :func:`codemode.build_code_server` (in memory).
 2. ``tasks``: scripted multi-step tasks over the real catalogs with fake results of realistic shape and size.
-   Each task's script runs in :class:`codemode.MontyExecutor` against the SDK of all four catalogs; the
-   calls it makes are the calls a model would make natively. Native tokens = the schema of every tool used
-   + each call's name and arguments + each full result. Code Mode tokens = the two tools + the searches a
-   model needs (one ranked search, then the full stub of each function used) + the script + the ``execute``
-   answer (value, stdout, calls).
+   A real portal (``portal.app.create_app``, its lifespan run in this process, SQLite audit in a temporary
+   directory, a policy that lets the local user call everything) federates four in-process MCP servers
+   that list the saved catalogs and answer from :class:`World`; ``search`` and ``execute`` are the real
+   tools of :func:`codemode.build_code_server` over that portal's gateway, called with the ``mcp`` client
+   in memory, so every SDK call passes the choke point and the answer is exactly what a model reads. The
+   calls a script makes are the calls a model would make natively. Native tokens = the schema of every
+   tool used + each call's name and arguments + each full result. Code Mode tokens = the two tools + the
+   searches a model needs (one ranked search, then the full stub of each function used) + the script +
+   the ``execute`` answer (value, stdout, calls: per call up to 10, per tool past that).
 3. ``executor``: a Gateway.call_tool-like hook (a checkpoint on the event loop, then a ``CallToolResult``
    built and unwrapped as ``/mcp/code`` does) awaited N times from Python (the baseline) vs the same N calls
    made from inside one script; and the time of a trivial ``execute`` (type check included).
@@ -26,11 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
+import os
 import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +50,12 @@ import mcp_types as types
 import pydantic_monty as monty
 import tiktoken
 from mcp import Client
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
 
-from codemode import GeneratedSdk, Limits, MontyExecutor, SdkIndex, build_code_server, generate_sdk
+from codemode import GeneratedSdk, Limits, MontyExecutor, ToolError, build_code_server, generate_sdk
+from portal.app import create_app
+from portal.config import settings_from_mapping
 from portal.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -492,45 +503,75 @@ created = json.loads(str(issue))
 )
 
 
-def compact_calls(calls: Sequence[Any]) -> str:
-    return json.dumps([{"tool": c.tool, "ok": c.ok, "ms": c.ms} for c in calls], ensure_ascii=False)
+class WorldServers:
+    """In-process MCP servers for the portal the bench runs: each lists a saved catalog, answers from a World.
+
+    The portal imports them by name (``bench.codemode:WORLD.github``); :attr:`made` records every call as
+    ``(exposed name, arguments, the text the model would read)``.
+    """
+
+    def __init__(self) -> None:
+        self.world = World()
+        self.catalogs = {s: [types.Tool.model_validate(t) for t in tools] for s, tools in load_catalogs().items()}
+        self.made: list[tuple[str, dict[str, Any], str]] = []
+
+    def __getattr__(self, name: str) -> Callable[[], Server[Any]]:
+        if name not in SERVERS:
+            raise AttributeError(name)
+        return lambda: self.server(name)
+
+    def server(self, name: str) -> Server[Any]:
+        tools = self.catalogs[name]
+
+        async def list_tools(
+            ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+        ) -> types.ListToolsResult:
+            return types.ListToolsResult(tools=tools)
+
+        async def call_tool(
+            ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+        ) -> types.CallToolResult:
+            exposed, arguments = f"{name}__{params.name}", dict(params.arguments or {})
+            text = self.world.text(exposed, arguments)
+            self.made.append((exposed, arguments, text))
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=text)],
+                structured_content={"content": text} if name in STRUCTURED else None,
+            )
+
+        return Server(name, on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-def execute_answer(result: Any) -> str:
-    """The text ``execute`` answers with (as ``codemode._endpoint`` renders an :class:`ExecuteResult`)."""
-    body: dict[str, Any] = {
-        "status": result.status,
-        "value": result.value,
-        "stdout": result.stdout,
-        "calls": json.loads(compact_calls(result.calls)),
-        "truncated": result.truncated,
-    }
-    if result.status != "ok":
-        body["error"], body["line"] = result.error, result.line
-    return json.dumps(body, ensure_ascii=False)
+WORLD = WorldServers()
+
+_POLICY = """\
+version: 1
+roles: {bench: {}}
+principals: {local: {roles: [bench]}}
+rules:
+  - {name: everything, effect: allow, roles: [bench]}
+"""
+
+
+def _text_of(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 async def measure_task(
     task: Task,
-    world: World,
-    sdk: GeneratedSdk,
-    index: SdkIndex,
+    client: Client,
+    world: WorldServers,
     schemas: dict[str, dict[str, Any]],
     surface: str,
     native_surface: int,
-    executor: MontyExecutor,
 ) -> dict[str, Any]:
-    made: list[tuple[str, dict[str, Any], str]] = []
-
-    async def hook(target: str, arguments: dict[str, object], /) -> object:
-        text = world.text(target, cast(dict[str, Any], arguments))
-        made.append((target, dict(arguments), text))
-        return {"content": text} if target.split("__", 1)[0] in STRUCTURED else text
-
-    outcome = await executor.run(sdk, task.script, hook)
-    if outcome.status != "ok":
-        raise RuntimeError(f"task {task.name}: {outcome.status}: {outcome.error}")
-    answer = execute_answer(outcome)
+    world.made.clear()
+    executed = await client.call_tool("execute", {"code": task.script})
+    answer = _text_of(executed)
+    body = executed.structured_content
+    if body is None or body["status"] != "ok":
+        raise RuntimeError(f"task {task.name}: {answer}")
+    made = list(world.made)
 
     used = list(dict.fromkeys(target for target, _, _ in made))
     native_schemas = sum(count(compact(schemas[target])) for target in used)
@@ -538,19 +579,22 @@ async def measure_task(
     native_results = sum(count(text) for _, _, text in made)
     native = native_schemas + native_calls + native_results
 
-    ranked = index.search(task.query, detail="signatures", limit=5)
-    top = {f"{f.namespace}.{f.name}" for f in index.rank(task.query, limit=5)}
-    searches = [({"query": task.query, "detail": "signatures", "limit": 5}, ranked)]
-    searches += [({"query": name}, index.search(name)) for name in task.functions]
-    code_search = sum(count(compact({"name": "search", "arguments": a})) + count(r) for a, r in searches)
+    searches = [{"query": task.query, "detail": "signatures", "limit": 5}]
+    searches += [{"query": name} for name in task.functions]
+    found = [_text_of(await client.call_tool("search", arguments)) for arguments in searches]
+    top = {line.split("(", 1)[0] for line in found[0].splitlines() if not line.startswith(" ")}
+    code_search = sum(
+        count(compact({"name": "search", "arguments": a})) + count(r) for a, r in zip(searches, found, strict=True)
+    )
     code_script = count(compact({"name": "execute", "arguments": {"code": task.script}}))
     code_answer = count(answer)
-    calls_log = code_answer - count(answer.replace(compact_calls(outcome.calls), "[]"))
+    calls_log = code_answer - count(json.dumps({**body, "calls": []}, ensure_ascii=False))
     code_surface = count(surface)
     code = code_surface + code_search + code_script + code_answer
     return {
         "what": task.what,
         "calls": len(made),
+        "calls_total": body["calls_total"],
         "tools_used": used,
         "found_in_top5": sorted(set(task.functions) & top),
         "native": {
@@ -574,6 +618,36 @@ async def measure_task(
     }
 
 
+async def measure_tasks(surface: str, native_surface: int) -> dict[str, dict[str, Any]]:
+    """Run every task through ``search`` and ``execute`` of a real portal federating the World servers."""
+    world: WorldServers = importlib.import_module("bench.codemode").WORLD  # the instance the portal imports
+    catalogs = load_catalogs()
+    schemas = {tool["name"]: tool for server, ts in catalogs.items() for tool in exposed(server, ts)}
+    tasks: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp:
+        policies = Path(tmp) / "policies"
+        policies.mkdir()
+        (policies / "bench.yaml").write_text(_POLICY)
+        raw: dict[str, Any] = {
+            "portal": {"data_dir": str(Path(tmp) / "data")},
+            "policy": {"dir": str(policies)},
+            "servers": {name: {"module": f"bench.codemode:WORLD.{name}"} for name in SERVERS},
+        }
+        settings = settings_from_mapping(raw, source="<bench>", base_dir=Path(tmp), environ=os.environ)
+        app = create_app(settings)
+        gateway: Gateway = app.state.portal.gateway
+        executor = MontyExecutor()
+        async with app.router.lifespan_context(app), executor.running():
+            with anyio.fail_after(60):
+                await gateway.ready.wait()
+                while set(schemas) - set(gateway.catalog.tools):  # the catalog is rebuilt as upstreams connect
+                    await anyio.sleep(0.05)
+            async with Client(build_code_server(gateway, executor)) as client:
+                for task in TASKS:
+                    tasks[task.name] = await measure_task(task, client, world, schemas, surface, native_surface)
+    return tasks
+
+
 # --- executor overhead ---------------------------------------------------------------------------------
 
 
@@ -594,7 +668,7 @@ def make_hook(gateway: GatewayLike) -> Callable[[str, dict[str, object]], Awaita
     async def call(target: str, wire: dict[str, object], /) -> object:
         result = await gateway.call_tool(target, wire)
         if result.is_error:
-            raise RuntimeError(target)
+            raise ToolError(target, "failed")
         return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
     return call
@@ -733,19 +807,10 @@ async def run(quick: bool) -> dict[str, Any]:
     catalogs = load_catalogs()
     code = await code_surface()
     surface = measure_surface(catalogs, code)
+    tasks = await measure_tasks(code, surface["rows"]["all four"]["native_tokens"])
 
     tools = {s: [types.Tool.model_validate(t) for t in tools] for s, tools in catalogs.items()}
     sdk = generate_sdk(tools)
-    index = SdkIndex(sdk)
-    native_surface = surface["rows"]["all four"]["native_tokens"]
-    schemas = {tool["name"]: tool for server, ts in catalogs.items() for tool in exposed(server, ts)}
-    world = World()
-    tasks: dict[str, dict[str, Any]] = {}
-    executor = MontyExecutor()
-    async with executor.running():
-        for task in TASKS:
-            tasks[task.name] = await measure_task(task, world, sdk, index, schemas, code, native_surface, executor)
-
     small = generate_sdk({"everything": [t for t in tools["everything"] if t.name == "get-sum"]})
     overhead = await measure_executor(sdk, small, calls=100 if quick else 200, repeats=3 if quick else 30)
     return {"surface": surface, "tasks": tasks, "executor": overhead}

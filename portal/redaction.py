@@ -191,7 +191,7 @@ def redact(result: _R, redactions: Sequence[Redaction]) -> tuple[_R, dict[str, i
     return result.model_copy(update=update), dict(counts)
 
 
-def redaction_label(decision: str, counts: Mapping[str, int], *, width: int = 32) -> str:
+def redaction_label(decision: str, counts: Mapping[str, int], *, width: int = 128) -> str:
     """The audit log's decision for a call whose result was redacted: ``redact:email=2,jwt=1`` (SECURITY.md G6).
 
     ``decision`` (``allow``, ``approved:ID``) is returned as it is when nothing was redacted; an allowed call

@@ -76,7 +76,7 @@ class AuditRecord(SQLModel, table=True):
     server: str | None = Field(default=None, max_length=64)
     upstream_target: str | None = Field(default=None, max_length=512)
     arguments_digest: str | None = Field(default=None, max_length=64)
-    decision: str = Field(max_length=32)
+    decision: str = Field(max_length=128)
     status: str = Field(max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     latency_ms: float = 0.0

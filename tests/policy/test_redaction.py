@@ -239,5 +239,6 @@ def test_the_audit_label_says_what_was_redacted_and_always_fits_its_column() -> 
     assert redaction_label("allow", {"jwt": 1, "email": 2}) == "redact:email=2,jwt=1"
     assert redaction_label("approved:apr_1", {"email": 1}) == "approved:apr_1+redact:email=1"
     many = {name: 10 for name in PATTERNS}
-    assert redaction_label("allow", many) == "redact:80"
-    assert len(redaction_label("approved:apr_0123456789abcdef0123", many)) <= 32
+    assert redaction_label("allow", many, width=32) == "redact:80"
+    assert len(redaction_label("approved:apr_0123456789abcdef0123", many, width=32)) <= 32
+    assert redaction_label("allow", many).count("=10") == len(PATTERNS), "the column holds every built-in's count"

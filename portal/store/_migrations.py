@@ -15,6 +15,7 @@ from portal.errors import StorageError
 from portal.store import _auth_tables as auth
 from portal.store._chain import GENESIS, chain_hash
 from portal.store._models import ApprovalRecord, AuditRecord, RateCounter, SchemaVersion, ToolPin, UpstreamStatus
+from portal.store._vault_tables import VaultSecret
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -82,12 +83,18 @@ def _v5_oauth(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[m.__table__ for m in models])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
 
 
+def _v6_vault(conn: Connection) -> None:
+    """The ``vault_secrets`` table: encrypted upstream credentials and OAuth grants (``portal/auth/_vault.py``)."""
+    SQLModel.metadata.create_all(conn, tables=[VaultSecret.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_audit_chain,
     _v3_rate_counters,
     _v4_approvals,
     _v5_oauth,
+    _v6_vault,
 ]
 
 

@@ -1,17 +1,30 @@
-"""The rate limiter on the real databases: exact under concurrency, per dimension, per window, all or nothing."""
+"""The rate limiter on the real databases: exact under concurrency, per dimension, per window, all or nothing.
+
+The last test is the issue's proof: a limit holds exactly across two real portal processes sharing one
+PostgreSQL database.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
+import anyio.abc
+import httpx
+import mcp_types as types
 import pytest
-from sqlalchemy import Engine, func, select
+from mcp import Client
+from sqlalchemy import Engine, text
 
+from portal.audit import verify
 from portal.limits import Limiter
 from portal.policy_seam import Limit
 from portal.principal import LOCAL_PRINCIPAL, Principal
-from portal.store import RateCounter, open_engine
+from portal.store import open_engine
+from tests.support import free_port, python_server, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -105,8 +118,8 @@ def test_rows_of_windows_that_are_over_are_deleted(engine: Engine) -> None:
     clock.now += 120.0
     limiter.admit_sync(BOB, "a__t", "a", [Limit("short", 5, 10.0)])
     with engine.connect() as conn:
-        rules = sorted(conn.execute(select(RateCounter.rule)).scalars())  # pyright: ignore[reportArgumentType]
-        assert conn.execute(select(func.count()).select_from(RateCounter)).scalar() == 2
+        rules = sorted(conn.execute(text("SELECT rule FROM rate_counters")).scalars())
+        assert conn.execute(text("SELECT count(*) FROM rate_counters")).scalar() == 2
     assert rules == ["long", "short"]  # alice's short window is gone; bob's current one and the day remain
 
 
@@ -119,3 +132,101 @@ def test_a_limit_that_cannot_be_checked_refuses(tmp_path: object) -> None:
     assert refusal is not None and refusal.retry_after is None
     assert "cannot be checked" in refusal.message
     engine.dispose()
+
+
+POLICY = """\
+version: 1
+roles: {owner: {}}
+principals:
+  local: {roles: [owner]}
+rules:
+  - {name: owner-all, effect: allow, roles: [owner]}
+limits:
+  - name: describe-quota
+    roles: [owner]
+    tools: [interactive__describe]
+    quota: %d/week
+"""
+
+
+def _serve_config(tmp_path: Path, name: str, *, port: int, database: str, policy_dir: Path) -> Path:
+    server = python_server("interactive.py", "--stdio")
+    config = tmp_path / f"{name}.toml"
+    config.write_text(
+        f'[portal]\npublic_url = "http://127.0.0.1:{port}"\ndata_dir = "{tmp_path / name}"\n'
+        f"database = {json.dumps(database)}\n"
+        f'[policy]\ndir = "{policy_dir}"\n'
+        f'[servers.interactive]\ncommand = "{server["command"]}"\nargs = {json.dumps(server["args"])}\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.mark.postgres
+async def test_a_limit_holds_exactly_across_two_portal_processes_on_one_postgresql_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The issue's proof: two ``dockyard serve`` processes, one database, 14 concurrent calls, a limit of 5."""
+    limit, calls = 5, 14
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    (policy_dir / "main.yaml").write_text(POLICY % limit)
+    ports = [free_port(), free_port()]
+    configs = [
+        _serve_config(tmp_path, f"portal{i}", port=port, database=postgres_url, policy_dir=policy_dir)
+        for i, port in enumerate(ports)
+    ]
+    dockyard = Path(sys.executable).parent / "dockyard"
+    processes = [
+        await anyio.open_process([str(dockyard), "-c", str(config), "serve", "--log-level", "warning"])
+        for config in configs
+    ]
+    try:
+        async with httpx.AsyncClient() as http:
+            for port, process in zip(ports, processes, strict=True):
+
+                async def ready(port: int = port, process: anyio.abc.Process = process) -> bool:
+                    assert process.returncode is None, "dockyard serve exited at start"
+                    try:
+                        response = await http.get(f"http://127.0.0.1:{port}/readyz")
+                    except httpx.TransportError:
+                        return False
+                    return response.status_code == 200 and response.json()["tools"] > 0
+
+                await wait_for(ready, timeout=60, interval=0.1)
+        outcomes: list[str] = []
+        async with (
+            Client(f"http://127.0.0.1:{ports[0]}/mcp", mode="legacy") as first,
+            Client(f"http://127.0.0.1:{ports[1]}/mcp", mode="legacy") as second,
+        ):
+            start = anyio.Event()
+
+            async def call(client: Client) -> None:
+                await start.wait()
+                result = await client.call_tool("interactive__describe", {})
+                text = "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+                outcomes.append("limited" if result.is_error and "describe-quota" in text else text)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(calls):
+                    tg.start_soon(call, (first, second)[i % 2])
+                start.set()
+    finally:
+        for process in processes:
+            process.terminate()
+        with anyio.fail_after(20):
+            for process in processes:
+                await process.wait()
+    assert outcomes.count("limited") == calls - limit
+    assert len(outcomes) == calls and all(o != "" for o in outcomes)
+    engine = open_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT status, count(*) FROM audit_records WHERE target = :t GROUP BY status"),
+                {"t": "interactive__describe"},
+            ).all()
+        assert {str(row[0]): int(row[1]) for row in rows} == {"ok": limit, "limited": calls - limit}
+        assert verify(engine).broken is None, "both processes chained their records into one log"
+    finally:
+        engine.dispose()

@@ -21,6 +21,11 @@ Requests (``op``) and their answers:
 
 Errors come back as ``{"t": "error", "kind": "file"|"process"|"request", "message"}``.
 
+Every process a request starts carries ``DOCKYARD_JOB`` in its environment. When a command ends, the agent
+kills every process of the box that belongs to no live job (a command's or a running background
+process's): nothing a command started outlives it, however it detached, unless it was started with
+``spawn``.
+
 When ``/run/dockyard/egress/egress.sock`` exists, the agent also forwards TCP connections to
 ``127.0.0.1:3128`` onto that socket, the only way out of the box.
 """
@@ -45,6 +50,7 @@ EGRESS_PORT = 3128
 LOG_BYTES = 1024 * 1024
 MAX_FRAME = 64 * 1024 * 1024
 KILL_GRACE = 0.5
+JOB_MARK = "DOCKYARD_JOB"
 
 
 class RequestError(Exception):
@@ -81,20 +87,52 @@ def b64(data):
 
 
 def kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    # Repeat: a fork bomb in the group may fork while the first signal is delivered.
+    for _ in range(20):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
 
 
 def exit_code(returncode):
     return 128 - returncode if returncode < 0 else returncode
 
 
-def base_env(extra):
+def base_env(extra, job):
     env = dict(os.environ)
     env.update(extra or {})
+    env[JOB_MARK] = job
     return env
+
+
+def job_of(pid):
+    """The job a process was started for (its DOCKYARD_JOB), or None when unreadable or missing."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = handle.read()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(JOB_MARK.encode() + b"="):
+            return entry.split(b"=", 1)[1].decode(errors="replace")
+    return None
+
+
+def parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def ancestors(pid):
+    found = set()
+    while pid and pid not in found:
+        found.add(pid)
+        pid = parent_of(pid)
+    return found
 
 
 class Background:
@@ -143,7 +181,31 @@ class Agent:
     def __init__(self):
         self.processes = {}
         self.counter = 0
+        self.spawned = 0
+        self.execs = set()
         self.lock = threading.Lock()
+
+    def sweep(self):
+        """Kill every process that belongs to no live job.
+
+        That is what a finished command left behind, however it detached (new session, new group, double
+        fork), and anything that hid its job mark.
+        """
+        me = os.getpid()
+        protected = ancestors(me)
+        with self.lock:
+            live = set(self.execs) | {p.id for p in self.processes.values() if p.proc.poll() is None}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid in protected or parent_of(pid) in (me, None):
+                continue  # the agent, its ancestors, and the leaders of jobs (tracked by their Popen)
+            if job_of(pid) not in live:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def handle(self, conn):
         try:
@@ -165,14 +227,14 @@ class Agent:
     def op_ping(self, conn, request):
         send(conn, {"t": "ok", "pid": os.getpid()})
 
-    def _popen(self, request, **kwargs):
+    def _popen(self, request, job, **kwargs):
         argv = request.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise RequestError("request", "argv must be a non-empty list of strings")
         try:
             return argv, subprocess.Popen(
                 argv,
-                env=base_env(request.get("env")),
+                env=base_env(request.get("env"), job),
                 cwd=request.get("cwd") or "/workspace",
                 start_new_session=True,
                 close_fds=True,
@@ -186,8 +248,21 @@ class Agent:
         limit = int(request.get("output_limit") or LOG_BYTES)
         timeout = float(request.get("timeout") or 60)
         started = time.monotonic()
+        with self.lock:
+            self.counter += 1
+            job = f"e{self.counter}"
+            self.execs.add(job)
+        try:
+            self._exec(conn, request, job, stdin_data, limit, timeout, started)
+        finally:
+            with self.lock:
+                self.execs.discard(job)
+            self.sweep()
+
+    def _exec(self, conn, request, job, stdin_data, limit, timeout, started):
         _, proc = self._popen(
             request,
+            job,
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -259,11 +334,20 @@ class Agent:
             pass
 
     def op_spawn(self, conn, request):
-        argv, proc = self._popen(request, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self.lock:
-            self.counter += 1
-            process = Background(f"p{self.counter}", argv, proc)
-            self.processes[process.id] = process
+            self.spawned += 1
+            job = f"p{self.spawned}"
+            self.execs.add(job)  # live before it starts, so a sweep never takes its first children
+        try:
+            argv, proc = self._popen(
+                request, job, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            with self.lock:
+                process = Background(job, argv, proc)
+                self.processes[process.id] = process
+        finally:
+            with self.lock:
+                self.execs.discard(job)
         send(conn, {"t": "ok", "process": process.info()})
 
     def _process(self, request):
@@ -296,6 +380,7 @@ class Agent:
                 pass
             kill_group(process.proc)
             process.proc.wait()
+        self.sweep()  # whatever the process left running outside its group
         send(conn, {"t": "ok", "process": process.info()})
 
     @staticmethod

@@ -13,6 +13,10 @@ portal's own cgroup, where the controllers are mounted and writable (as root); r
 per sandbox (not one ``bwrap`` per command) keeps background processes alive between calls and makes a
 command cost a Unix-socket round trip to the agent instead of a namespace setup.
 
+``bwrap`` runs as 65534, so every host path it mounts must be reachable by 65534: the manager keeps them
+under a runtime directory (``/run/dockyard-sandbox/ID`` as root), not under a data directory that may be
+private (``/root/...``).
+
 Options (``[servers.sandbox.options.bubblewrap]``): ``bwrap`` (path of the binary, default from PATH),
 ``python`` (the box's interpreter, default ``/usr/bin/python3``), ``cgroups`` (default true).
 """
@@ -130,6 +134,7 @@ class BubblewrapBackend:
             if box is not None:
                 await self._teardown(box)
             spec.state_dir.mkdir(parents=True, exist_ok=True)
+            spec.state_dir.chmod(0o755)
             cgroups = await self._make_cgroups(spec.id, spec.profile.limits) if self._use_cgroups else []
             argv = [
                 *_rlimits(spec.profile.limits, cgroups=cgroups),
@@ -258,7 +263,7 @@ class BubblewrapBackend:
 
     def _box_args(self, spec: SandboxSpec) -> list[str]:
         etc = spec.state_dir / "etc"
-        etc.mkdir(exist_ok=True)
+        etc.mkdir(mode=0o755, exist_ok=True)
         for name, text in (("passwd", _PASSWD), ("group", _GROUP), ("hosts", _HOSTS)):
             (etc / name).write_text(text)
         args = self._base_args()
@@ -272,7 +277,10 @@ class BubblewrapBackend:
         args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
         args += ["--bind", str(spec.workspace), WORKSPACE]
         args += ["--bind", str(spec.control_dir), CONTROL_DIR]
-        args += ["--ro-bind", str(AGENT_SCRIPT), AGENT_PATH]
+        agent = spec.state_dir / "agent.py"  # a copy: the installed package may sit where 65534 cannot walk
+        shutil.copyfile(AGENT_SCRIPT, agent)
+        agent.chmod(0o644)
+        args += ["--ro-bind", str(agent), AGENT_PATH]
         if spec.egress_dir is not None:
             args += ["--ro-bind", str(spec.egress_dir), EGRESS_DIR]
         args += ["--remount-ro", "/", "--chdir", WORKSPACE]

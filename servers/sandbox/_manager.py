@@ -1,9 +1,11 @@
 """Sandboxes per principal: ownership, metadata on disk, box start-up on demand, the idle reaper, egress.
 
-Layout under ``DATA_DIR/sandboxes/ID/``: ``meta.json`` (owner, name, profile, times; written atomically),
-``disk.img`` and ``workspace/`` (the files, see ``_workspace``), ``control/`` (the agent's socket),
-``egress/`` (the egress proxy's socket), ``state/`` (backend-private). Metadata survives a portal
-restart; a box (and its background processes) does not: it is started again on the next call.
+Layout: ``DATA_DIR/sandboxes/ID/`` holds what persists: ``meta.json`` (owner, name, profile, times;
+written atomically) and ``disk.img`` (the workspace's file system, see ``_workspace``). The runtime
+directory (``/run/dockyard-sandbox/ID/`` as root, reachable by uid 65534 whatever the data dir's
+permissions) holds ``workspace/`` (its mount point), ``control/`` (the agent's socket), ``egress/`` (the
+egress proxy's socket) and ``state/`` (backend-private). Metadata survives a portal restart; a box (and
+its background processes) does not: it is started again on the next call.
 
 A sandbox belongs to the principal that created it. Every lookup takes the caller and answers "not found"
 for someone else's sandbox, so ids reveal nothing. Egress proxies run on a thread of their own, so they
@@ -45,9 +47,9 @@ from servers.sandbox._backend import (
     SandboxSpec,
     SandboxStateError,
 )
-from servers.sandbox._proxy import EgressEvent, EgressProxy
+from servers.sandbox._proxy import EgressEvent, EgressProxy, split_pattern
 from servers.sandbox._settings import SandboxSettings
-from servers.sandbox._workspace import mount_workspace, unmount_workspace
+from servers.sandbox._workspace import can_limit_disk, mount_workspace, unmount_workspace
 
 __all__ = ["Record", "SandboxManager", "covered"]
 
@@ -55,6 +57,7 @@ logger = logging.getLogger("sandbox")
 egress_logger = logging.getLogger("sandbox.egress")
 
 _EVENTS_KEPT = 200
+_RUNTIME_ROOT = Path("/run/dockyard-sandbox")
 _AGENT_WAIT = 20.0
 
 
@@ -110,18 +113,11 @@ class _Live:
     disk_limited: bool = False
 
 
-def _split(pattern: str) -> tuple[str, int | None]:
-    host, sep, port = pattern.rpartition(":")
-    if sep and port.isdigit() and host:
-        return host.lower(), int(port)
-    return pattern.lower(), None
-
-
 def covered(pattern: str, policy: Sequence[str]) -> bool:
     """Whether the allow-list pattern ``pattern`` asks for no more than some pattern of ``policy`` grants."""
-    name, port = _split(pattern)
+    name, port = split_pattern(pattern)
     for allowed in policy:
-        allowed_name, allowed_port = _split(allowed)
+        allowed_name, allowed_port = split_pattern(allowed)
         if allowed_port is not None and allowed_port != port:
             continue
         if allowed_port is None and port is not None and port not in (80, 443):
@@ -136,10 +132,15 @@ def covered(pattern: str, policy: Sequence[str]) -> bool:
 class SandboxManager:
     """Creates, finds, runs and removes the sandboxes of every principal."""
 
-    def __init__(self, settings: SandboxSettings, backend: Backend, *, root: Path) -> None:
+    def __init__(
+        self, settings: SandboxSettings, backend: Backend, *, root: Path, runtime_root: Path | None = None
+    ) -> None:
         self.settings = settings
         self.backend = backend
         self.root = root
+        """Persistent state: ``ID/meta.json`` and ``ID/disk.img`` (or ``ID/workspace/`` without root)."""
+        self.runtime_root = runtime_root or (_RUNTIME_ROOT if os.geteuid() == 0 else root)
+        """Sockets, mount points and backend state, reachable by uid 65534 (a data dir may not be)."""
         self._records: dict[str, Record] | None = None
         self._live: dict[str, _Live] = {}
         self._create_lock = anyio.Lock()
@@ -265,12 +266,11 @@ class SandboxManager:
         async with live.lock:
             await self._stop_box(record.id)
             await self.backend.destroy(record.id)
-            box = self.root / record.id
-            workspace = box / "workspace"
-            if os.path.ismount(workspace):
+            if os.path.ismount(self.workspace_dir(record.id)):
                 raise SandboxStateError(f"the workspace of sandbox {record.id} is still mounted; try again")
             self.records.pop(record.id, None)
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(box, ignore_errors=True))
+            for path in {self.root / record.id, self.runtime_dir(record.id)}:
+                await anyio.to_thread.run_sync(lambda p=path: shutil.rmtree(p, ignore_errors=True))
         self._live.pop(record.id, None)
         logger.info("sandbox %s of %s destroyed", record.id, record.owner)
 
@@ -297,7 +297,7 @@ class SandboxManager:
                     live.proxy.allow = tuple(h for h in record.profile.egress if covered(h, policy_egress))
             self._touch(record)
             try:
-                yield AgentClient(self.root / sandbox_id / "control")
+                yield AgentClient(self.runtime_dir(sandbox_id) / "control")
             except SandboxStateError:
                 await self.stop(sandbox_id)  # a box whose agent misbehaves is restarted on the next call
                 raise
@@ -311,19 +311,29 @@ class SandboxManager:
             with contextlib.suppress(OSError):
                 self._save(record)
 
+    def runtime_dir(self, sandbox_id: str) -> Path:
+        """Where a sandbox's sockets, mount point and backend state live."""
+        return self.runtime_root / sandbox_id
+
+    def workspace_dir(self, sandbox_id: str) -> Path:
+        """The host directory of a sandbox's workspace (a mount point when the disk limit is enforced)."""
+        if can_limit_disk():
+            return self.runtime_dir(sandbox_id) / "workspace"
+        return self.root / sandbox_id / "workspace"
+
     def _spec(self, record: Record) -> SandboxSpec:
-        box = self.root / record.id
+        run = self.runtime_dir(record.id)
         return SandboxSpec(
             id=record.id,
             profile=record.profile,
-            workspace=box / "workspace",
-            control_dir=box / "control",
-            egress_dir=box / "egress" if record.profile.network else None,
-            state_dir=box / "state",
+            workspace=self.workspace_dir(record.id),
+            control_dir=run / "control",
+            egress_dir=run / "egress" if record.profile.network else None,
+            state_dir=run / "state",
         )
 
     async def _ensure(self, record: Record, live: _Live) -> None:
-        agent = AgentClient(self.root / record.id / "control")
+        agent = AgentClient(self.runtime_dir(record.id) / "control")
         if await self.backend.is_running(record.id):
             try:
                 await agent.ping()
@@ -332,6 +342,8 @@ class SandboxManager:
                 logger.warning("sandbox %s: agent unresponsive; restarting the box", record.id)
         await self._stop_box(record.id)
         spec = self._spec(record)
+        self.runtime_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.runtime_dir(record.id).mkdir(mode=0o711, exist_ok=True)
         for path in (spec.control_dir, spec.state_dir):
             path.mkdir(parents=True, exist_ok=True)
         _own(spec.control_dir)
@@ -373,7 +385,7 @@ class SandboxManager:
                 live.proxy_task = None
                 live.proxy = None
             try:
-                await unmount_workspace(self.root / sandbox_id / "workspace")
+                await unmount_workspace(self.workspace_dir(sandbox_id))
             except SandboxError as error:
                 logger.warning("sandbox %s: %s", sandbox_id, error)
 
@@ -446,7 +458,7 @@ class SandboxManager:
     async def _has_running_processes(self, record: Record) -> bool:
         try:
             with anyio.fail_after(5):
-                processes = await AgentClient(self.root / record.id / "control").processes()
+                processes = await AgentClient(self.runtime_dir(record.id) / "control").processes()
         except (SandboxError, TimeoutError):
             return False
         return any(p.running for p in processes)

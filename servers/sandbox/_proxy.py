@@ -34,7 +34,7 @@ import anyio
 from anyio.abc import ByteStream, SocketListener, SocketStream
 from anyio.streams.tls import TLSStream
 
-__all__ = ["Credential", "EgressEvent", "EgressProxy", "host_allowed", "matching_pattern"]
+__all__ = ["Credential", "EgressEvent", "EgressProxy", "host_allowed", "matching_pattern", "split_pattern"]
 
 _MAX_HEAD = 64 * 1024
 _CONNECT_TIMEOUT = 10.0
@@ -71,18 +71,19 @@ class EgressEvent:
     """Whether configured headers were added."""
 
 
-def _split_pattern(pattern: str) -> tuple[str, int | None]:
+def split_pattern(pattern: str) -> tuple[str, int | None]:
+    """``host[:port]`` → (lower-case host without IPv6 brackets, port or None)."""
     host, sep, port = pattern.rpartition(":")
-    if sep and port.isdigit() and host:
-        return host.lower(), int(port)
-    return pattern.lower(), None
+    if sep and port.isdigit() and host and not host.endswith(":"):
+        return host.lower().strip("[]"), int(port)
+    return pattern.lower().strip("[]"), None
 
 
 def matching_pattern(patterns: Sequence[str], host: str, port: int) -> str | None:
     """The first allow-list pattern that admits ``host:port``, or None."""
-    host = host.lower().rstrip(".")
+    host = host.lower().rstrip(".").strip("[]")
     for pattern in patterns:
-        name, wanted = _split_pattern(pattern)
+        name, wanted = split_pattern(pattern)
         if wanted is None and port not in (80, 443):
             continue
         if wanted is not None and wanted != port:
@@ -198,7 +199,7 @@ class EgressProxy:
             raise _Refused(502, f"cannot resolve {host}")
         address = str(infos[0][4][0])
         ip = ipaddress.ip_address(address)
-        named_exactly = literal is not None and literal == ip and _split_pattern(pattern)[0].strip("[]") == address
+        named_exactly = literal is not None and literal == ip and _literal_ip(split_pattern(pattern)[0]) == ip
         if not ip.is_global and not named_exactly:
             reason = (
                 f"{host} resolves to the non-public address {address}; "

@@ -216,7 +216,9 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
         )
 
     @server.tool(
-        annotations=types.ToolAnnotations(title="Create a sandbox", read_only_hint=False, open_world_hint=False),
+        annotations=types.ToolAnnotations(
+            title="Create a sandbox", read_only_hint=False, destructive_hint=False, open_world_hint=False
+        ),
     )
     @_tool_errors
     async def create(
@@ -333,7 +335,7 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
 
     @server.tool(
         annotations=types.ToolAnnotations(
-            title="Run a shell command", read_only_hint=False, destructive_hint=True, open_world_hint=True
+            title="Run a shell command", read_only_hint=False, destructive_hint=False, open_world_hint=True
         ),
     )
     @_tool_errors
@@ -358,7 +360,7 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
 
     @server.tool(
         annotations=types.ToolAnnotations(
-            title="Run Python code", read_only_hint=False, destructive_hint=True, open_world_hint=True
+            title="Run Python code", read_only_hint=False, destructive_hint=False, open_world_hint=True
         ),
     )
     @_tool_errors
@@ -402,7 +404,7 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
 
     @server.tool(
         annotations=types.ToolAnnotations(
-            title="Write a file", read_only_hint=False, destructive_hint=True, open_world_hint=False
+            title="Write a file", read_only_hint=False, destructive_hint=False, open_world_hint=False
         ),
     )
     @_tool_errors
@@ -475,7 +477,7 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
 
     @server.tool(
         annotations=types.ToolAnnotations(
-            title="Start a background process", read_only_hint=False, open_world_hint=True
+            title="Start a background process", read_only_hint=False, destructive_hint=False, open_world_hint=True
         ),
     )
     @_tool_errors
@@ -527,7 +529,7 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
         annotations=types.ToolAnnotations(
             title="Stop a background process",
             read_only_hint=False,
-            destructive_hint=True,
+            destructive_hint=False,
             idempotent_hint=True,
             open_world_hint=False,
         ),

@@ -14,7 +14,9 @@ docker image first). In one run, on one machine, it times:
 
   - ``create+first``: ``backend.start(spec)`` (it returns once the box's agent answers) and the first
     ``exec(["true"])`` answered, on fresh directories; the box is stopped after each, untimed;
-  - ``steady``: ``exec(["true"])`` on a running box, one after another.
+  - ``steady``: ``exec(["true"])`` on a running box, one after another;
+  - with ``--runsc``, also ``docker-runsc``: the docker backend with gVisor's ``runsc`` runtime (it must be
+    registered with dockerd; see ``servers/sandbox/_docker.py``), against the same ``docker run`` baseline.
 
 Figures are p50/p99 in milliseconds and ratios of p50s: ``create+first`` against the backend's own
 baseline (what a long-lived box with an agent costs over one bare sandboxed process), and ``steady``
@@ -154,7 +156,10 @@ async def _steady(agent: AgentClient, runs: int) -> list[float]:
 
 async def _available(name: str) -> Backend | str:
     try:
-        backend = backend_from_name(name)
+        if name == "docker-runsc":
+            backend: Backend = backend_from_name("docker", {"runtime": "runsc"})
+        else:
+            backend = backend_from_name(name)
         await backend.check()
     except BackendUnavailableError as error:
         return str(error)
@@ -187,12 +192,13 @@ def _scenarios(
         (key, lambda argv=argv: _time_process(argv, cold)) for key, argv in baselines.items()
     ]
     for name, (backend, agent) in live.items():
-        scenarios.append((f"{name}/create+first", lambda b=backend: _create_first(b, boxes, cold)))
+        cold_runs = max(3, cold // 3) if name == "docker-runsc" else cold  # gVisor boxes are slow to make
+        scenarios.append((f"{name}/create+first", lambda b=backend, n=cold_runs: _create_first(b, boxes, n)))
         scenarios.append((f"{name}/steady", lambda a=agent: _steady(a, steady)))
     return scenarios
 
 
-async def run(*, rounds: int, cold: int, steady: int) -> dict[str, Any]:
+async def run(*, rounds: int, cold: int, steady: int, runsc: bool = False) -> dict[str, Any]:
     """Measure every scenario ``rounds`` times in turn; ``cold`` boxes and ``steady`` commands per round."""
     image = sandbox_image_name()
     baselines: dict[str, list[str]] = {}
@@ -208,7 +214,7 @@ async def run(*, rounds: int, cold: int, steady: int) -> dict[str, Any]:
         baselines["docker-run-python"] = ["docker", "run", "--rm", "--network", "none", image, *python]
     else:
         unavailable["docker-run-true"] = "docker is not installed"
-    backends = {name: await _available(name) for name in BACKENDS}
+    backends = {name: await _available(name) for name in (*BACKENDS, *(["docker-runsc"] if runsc else []))}
     unavailable.update({name: reason for name, reason in backends.items() if isinstance(reason, str)})
     samples: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="dockyard-bench-sandbox-") as directory:
@@ -237,7 +243,11 @@ async def run(*, rounds: int, cold: int, steady: int) -> dict[str, Any]:
 def ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """p50 of each backend scenario over its baseline's p50 (and steady over create+first)."""
     out: dict[str, dict[str, float]] = {}
-    for name, baseline in (("bubblewrap", "bwrap-true"), ("docker", "docker-run-true")):
+    for name, baseline in (
+        ("bubblewrap", "bwrap-true"),
+        ("docker", "docker-run-true"),
+        ("docker-runsc", "docker-run-true"),
+    ):
         base = stats.get(baseline, {}).get("p50_ms")
         cold = stats.get(f"{name}/create+first", {}).get("p50_ms")
         warm = stats.get(f"{name}/steady", {}).get("p50_ms")
@@ -260,10 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sandbox", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, few samples (a smoke run, ~15 s)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds over all scenarios (default 3)")
+    parser.add_argument("--runsc", action="store_true", help="also the docker backend on gVisor (runtime runsc)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     cold, steady = (5, 50) if args.quick else (15, 300)
-    result = anyio.run(lambda: run(rounds=rounds, cold=cold, steady=steady))
+    result = anyio.run(lambda: run(rounds=rounds, cold=cold, steady=steady, runsc=args.runsc))
     stats: dict[str, dict[str, Any]] = result["samples"]
     print(f"{'scenario':<26} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'min ms':>8}")
     for key, row in stats.items():
@@ -279,9 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if "steady_vs_baseline" in entry:
             parts.append(f"steady command {entry['steady_vs_baseline']:.3f}x")
-        print(f"  {name:<11} " + ", ".join(parts))
+        print(f"  {name:<13} " + ", ".join(parts))
     report = {
-        "command": "python -m bench.sandbox" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python -m bench.sandbox", *(argv if argv is not None else sys.argv[1:])]),
         "commit": _git_commit(),
         "python": sys.version.split()[0],
         "machine": platform.platform(),

@@ -256,7 +256,9 @@ async def test_another_principals_sandbox_cannot_be_touched(box: Box, tmp_path: 
             pass
     with pytest.raises(SandboxNotFoundError):
         await manager.destroy("user:bob", box.record.id)
-    _, out = await bob.sh("cat /workspace/diary; grep -rs alice-private /workspace /tmp /run /home /var /root /mnt /srv /opt /etc; true")
+    _, out = await bob.sh(
+        "cat /workspace/diary; grep -rs alice-private /workspace /tmp /run /home /var /root /mnt /srv /opt /etc; true"
+    )
     assert "alice-private" not in out.replace("grep -rs alice-private", "")
     _, out = await box.sh("cat /workspace/diary")
     assert out.strip() == "alice-private"

@@ -6,6 +6,7 @@ from portal.store._migrations import MIGRATIONS, migrate
 from portal.store._models import (
     ApprovalRecord,
     AuditRecord,
+    PausedRun,
     RateCounter,
     SchemaVersion,
     ToolPin,
@@ -20,6 +21,7 @@ __all__ = [
     "ApprovalRecord",
     "AuditRecord",
     "ChainBreak",
+    "PausedRun",
     "RateCounter",
     "SchemaVersion",
     "ToolPin",

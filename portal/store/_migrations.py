@@ -14,7 +14,15 @@ from sqlmodel import SQLModel, select
 from portal.errors import StorageError
 from portal.store import _auth_tables as auth
 from portal.store._chain import GENESIS, chain_hash
-from portal.store._models import ApprovalRecord, AuditRecord, RateCounter, SchemaVersion, ToolPin, UpstreamStatus
+from portal.store._models import (
+    ApprovalRecord,
+    AuditRecord,
+    PausedRun,
+    RateCounter,
+    SchemaVersion,
+    ToolPin,
+    UpstreamStatus,
+)
 from portal.store._vault_tables import VaultSecret
 
 __all__ = ["MIGRATIONS", "migrate"]
@@ -88,6 +96,11 @@ def _v6_vault(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[VaultSecret.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
 
 
+def _v7_paused_runs(conn: Connection) -> None:
+    """The ``paused_runs`` table: Code Mode scripts waiting for an approval (``codemode/_runs.py``)."""
+    SQLModel.metadata.create_all(conn, tables=[PausedRun.__table__])  # pyright: ignore[reportAttributeAccessIssue,reportUnknownArgumentType,reportUnknownMemberType]
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_audit_chain,
@@ -95,6 +108,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_approvals,
     _v5_oauth,
     _v6_vault,
+    _v7_paused_runs,
 ]
 
 

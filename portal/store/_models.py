@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Column, Text
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ApprovalRecord", "AuditRecord", "RateCounter", "SchemaVersion", "ToolPin", "UpstreamStatus", "utcnow"]
+__all__ = [
+    "ApprovalRecord",
+    "AuditRecord",
+    "PausedRun",
+    "RateCounter",
+    "SchemaVersion",
+    "ToolPin",
+    "UpstreamStatus",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -129,3 +138,23 @@ class RateCounter(SQLModel, table=True):
     rule: str = Field(max_length=256)
     count: int = 0
     expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
+class PausedRun(SQLModel, table=True):
+    """A Code Mode script paused at a call that waits for approval (``codemode/_runs.py``).
+
+    ``snapshot`` is the interpreter's state at the pause, ``state`` what the executor needs besides it
+    (calls made, output so far, the calls in flight); ``status`` is ``paused``, ``resuming`` (claimed by one
+    ``execute``) or ``done``.
+    """
+
+    __tablename__ = "paused_runs"  # pyright: ignore[reportAssignmentType]
+
+    id: str = Field(primary_key=True, max_length=32)
+    principal: str = Field(max_length=256, index=True)
+    approval_id: str = Field(max_length=32, index=True)
+    snapshot: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime

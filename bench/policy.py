@@ -10,6 +10,10 @@ with :func:`portal.policy.load_policy` like the portal does, and times single de
 - ``first``: ``tools/call`` decisions for names it has never seen (the index is consulted, nothing remembered);
 - ``list``: filtering a whole ``tools/list`` of the catalog (one decision per tool), per listing.
 
+Besides its rules, each policy has a limit, redaction or egress entry for every five rules (literal tools,
+servers, ``SERVER__verb_*`` globs, some with conditions on the principal or the arguments, two for everyone),
+so an allowed call also pays for collecting the ones that apply.
+
 Figures are p50/p99 in microseconds, and the ratio of p50 to the allow-all baseline (``AllowLocal``) timed the
 same way in the same run. Results go to ``bench/results/policy.json``. See ``bench/README.md``.
 """
@@ -88,6 +92,7 @@ def synthetic_policy(rules: int, *, seed: int = 7) -> tuple[dict[str, Any], list
         specs.append(spec)
     policy = {
         "version": 1,
+        **obligations(max(3, rules // 5), roles, catalog, rng),
         "roles": {r: {} for r in roles},
         "principals": {
             "users": {"alice": {"roles": roles[:2]}},
@@ -96,6 +101,37 @@ def synthetic_policy(rules: int, *, seed: int = 7) -> tuple[dict[str, Any], list
         "rules": specs[:rules],
     }
     return policy, catalog
+
+
+def obligations(
+    count: int, roles: list[str], catalog: Sequence[tuple[str, str]], rng: random.Random
+) -> dict[str, list[dict[str, Any]]]:
+    """``count`` limits, redactions and egress entries matched like rules; the first of each kind is for everyone."""
+    found: dict[str, list[dict[str, Any]]] = {"limits": [], "redact": [], "egress": []}
+    for i in range(count):
+        kind = ("limits", "redact", "egress")[i % 3]
+        name, server = rng.choice(catalog)
+        spec: dict[str, Any] = {"name": f"o{i}", "roles": ["*"] if i < 3 else [rng.choice(roles)]}
+        shape = rng.random()
+        if i < 3:
+            pass
+        elif shape < 0.4:
+            spec["tools"] = [name]
+        elif shape < 0.7:
+            spec["servers"] = [server]
+        elif shape < 0.85:
+            spec["tools"] = [f"{server}__{rng.choice(VERBS)}_*"]
+        else:
+            spec["servers"] = [server]
+            spec["when"] = "has(arguments.n) && arguments.n > 50"
+        if kind == "limits":
+            spec |= {"rate": f"{rng.randrange(5, 100)}/minute", "per": ["principal", "tool"]}
+        elif kind == "redact":
+            spec["patterns"] = rng.sample(["email", "jwt", "bearer", "github_token", "aws_access_key"], 2)
+        else:
+            spec["hosts"] = [f"api{i}.example.com", f"*.cdn{i}.example.net"]
+        found[kind].append(spec)
+    return found
 
 
 def _requests(catalog: Sequence[tuple[str, str]], rng: random.Random) -> list[Request]:
@@ -150,8 +186,15 @@ def measure(size: int, *, decisions: int, principal: Principal) -> dict[str, Any
             engine.decide(principal, request)
         list_timings.append(time.perf_counter_ns() - start)
     allowed = sum(engine.decide(principal, r).allowed for r in requests)
+    carried = [engine.decide(principal, r) for r in requests]
     return {
         "rules": len(engine.rules),
+        "obligations": len(engine.obligations),
+        "obligations_per_allowed_call": round(
+            sum(len(d.limits) + len(d.redactions) + len(d.egress) for d in carried if d.allowed)
+            / max(1, sum(d.allowed for d in carried)),
+            1,
+        ),
         "catalog_tools": len(catalog),
         "allowed_of_catalog": allowed,
         "load_ms": round(load_ms, 1),
@@ -174,12 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = _stats(_time(AllowLocal().decide, LOCAL_PRINCIPAL, baseline_requests))  # again, after warm-up
 
     print(f"baseline (allow-all AllowLocal.decide): p50 {baseline['p50_us']:.2f} us, p99 {baseline['p99_us']:.2f} us")
-    header = f"{'rules':>6} {'load ms':>8} {'call p50':>9} {'p99':>8} {'x base':>7} {'first p50':>10} {'p99':>8}"
+    header = f"{'rules':>6} {'oblig':>6} {'load ms':>8} {'call p50':>9} {'p99':>8} {'x base':>7}"
+    header += f" {'first p50':>10} {'p99':>8}"
     print(header + f" {'list ms p50':>12} {'tools':>6}")
     for size, r in results.items():
         ratio = r["call"]["p50_us"] / baseline["p50_us"]
         print(
-            f"{size:>6} {r['load_ms']:>8.1f} {r['call']['p50_us']:>9.2f} {r['call']['p99_us']:>8.2f} {ratio:>6.0f}x"
+            f"{size:>6} {r['obligations']:>6} {r['load_ms']:>8.1f}"
+            f" {r['call']['p50_us']:>9.2f} {r['call']['p99_us']:>8.2f} {ratio:>6.0f}x"
             f" {r['first']['p50_us']:>10.2f} {r['first']['p99_us']:>8.2f} {r['list_catalog']['p50_ms']:>12.3f}"
             f" {r['catalog_tools']:>6}"
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fnmatch import translate
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
@@ -302,6 +302,7 @@ class PolicyEngine:
         self.book = book
         self._index = _Index(self.rules)
         self._obligations = _Index(self.obligations) if self.obligations else None
+        self._plans: dict[tuple[frozenset[str], str, str, _HintKey], _Plan] = {}
 
     def __repr__(self) -> str:
         shown = f"rules={len(self.rules)} obligations={len(self.obligations)}"
@@ -315,12 +316,12 @@ class PolicyEngine:
             request: What for.
             now: The time conditions see; default: the current time.
         """
-        for result in self._results(principal, request, now):
+        call = _Call(principal, self.book.roles(principal), request, now)
+        for result in self._results(call):
             if result.counts:
                 decision = _decision(result.rule, listing=request.method == "list")
-                obliged = self._obligations
-                if obliged is not None and request.method in _OBLIGED and obliged.candidates(*_pair(request)):
-                    return _oblige(decision, self._obligation_results(principal, request, now))
+                if self._obligations is not None and request.method in _OBLIGED:
+                    return self._carry(decision, call)
                 return decision
         return _DEFAULT
 
@@ -328,12 +329,13 @@ class PolicyEngine:
         """Decide, and say how each candidate rule fared and where the caller's roles come from."""
         from portal.policy._explain import Explanation
 
-        results = tuple(self._results(principal, request, now))
+        call = _Call(principal, self.book.roles(principal), request, now)
+        results = tuple(self._results(call))
         decider = next((r.rule for r in results if r.counts), None)
         decision = _DEFAULT if decider is None else _decision(decider, listing=request.method == "list")
         obligations: tuple[ObligationResult, ...] = ()
         if self._obligations is not None and request.method in _OBLIGED and decider is not None:
-            obligations = tuple(self._obligation_results(principal, request, now))
+            obligations = tuple(self._obligation_results(call))
             decision = _oblige(decision, obligations)
         return Explanation(
             principal=principal,
@@ -345,45 +347,69 @@ class PolicyEngine:
             obligations=obligations,
         )
 
-    def _obligation_results(
-        self, principal: Principal, request: Request, now: datetime | None
-    ) -> Iterator[ObligationResult]:
+    def _carry(self, decision: Decision, call: _Call) -> Decision:
+        """``decision`` with the obligations that apply to the call (what :func:`_oblige` gives, but planned).
+
+        Which obligations without a condition apply depends only on the caller's roles, the target and its
+        hints, so that part is worked out once per combination; only conditions are evaluated per call.
+        """
+        if not (decision.allowed or decision.needs_approval):
+            return decision
+        request = call.request
+        key = (call.roles, request.target, request.server, _hint_key(request.annotations))
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _MEMO_LIMIT:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(call)
+        carried = plan.carried
+        if plan.conditional:
+            applying = tuple(_applies(entry, call) for entry in plan.conditional)
+            carried = plan.with_conditions.get(applying) or plan.merge(applying)
+        if carried is _NOTHING:
+            return decision
+        return Decision(
+            allowed=decision.allowed,
+            rule=decision.rule,
+            reason=decision.reason,
+            needs_approval=decision.needs_approval,
+            limits=carried.limits,
+            redactions=carried.redactions,
+            egress=carried.egress,
+        )
+
+    def _plan(self, call: _Call) -> _Plan:
+        assert self._obligations is not None
+        unconditional: list[Obligation] = []
+        conditional: list[Obligation] = []
+        for entry in self._obligations.candidates(call.request.target, call.request.server):
+            if entry.roles is not None and entry.roles.isdisjoint(call.roles):
+                continue
+            if entry.hints and not _hints_match(entry.hints, call.request.annotations):
+                continue
+            (unconditional if entry.condition is None else conditional).append(entry)
+        return _Plan(_Carried.of(unconditional), tuple(conditional))
+
+    def _obligation_results(self, call: _Call) -> Iterator[ObligationResult]:
         """How each candidate obligation fares for a call; failing conditions fail closed."""
         assert self._obligations is not None
-        roles = self.book.roles(principal)
-        bindings: Bindings | None = None
+        request = call.request
         for entry in self._obligations.candidates(request.target, request.server):
-            if entry.roles is not None and entry.roles.isdisjoint(roles):
+            if entry.roles is not None and entry.roles.isdisjoint(call.roles):
                 yield ObligationResult(entry, "role", False)
             elif entry.hints and not _hints_match(entry.hints, request.annotations):
                 yield ObligationResult(entry, "annotations", False)
             elif entry.condition is None:
                 yield ObligationResult(entry, "applies", True)
             else:
-                if bindings is None:
-                    bindings = Bindings(
-                        principal,
-                        roles,
-                        method=request.method,
-                        target=request.target,
-                        server=request.server,
-                        annotations=request.annotations,
-                        arguments=request.arguments,
-                        now=now,
-                    )
-                try:
-                    holds = entry.condition.holds(bindings)
-                except ConditionError as error:  # fail closed: limits and redactions apply, egress is not granted
-                    yield ObligationResult(entry, "error", entry.kind != "egress", str(error))
-                else:
-                    yield ObligationResult(entry, "applies" if holds else "false", holds)
+                yield _evaluate(entry, call)
 
-    def _results(self, principal: Principal, request: Request, now: datetime | None) -> Iterator[RuleResult]:
+    def _results(self, call: _Call) -> Iterator[RuleResult]:
         """How each candidate fares, deciding rules first; :meth:`decide` stops at the first that counts."""
-        roles = self.book.roles(principal)
+        request = call.request
+        roles = call.roles
         listing = request.method == "list"
         annotations = request.annotations
-        bindings: Bindings | None = None
         for rule in self._index.candidates(request.target, request.server):
             if rule.roles is not None and rule.roles.isdisjoint(roles):
                 yield RuleResult(rule, "role", False)
@@ -397,27 +423,125 @@ class PolicyEngine:
             elif listing and condition.call_time:
                 yield RuleResult(rule, "deferred", _counts(rule.effect, "deferred"))
             else:
-                if bindings is None:
-                    bindings = Bindings(
-                        principal,
-                        roles,
-                        method=request.method,
-                        target=request.target,
-                        server=request.server,
-                        annotations=annotations,
-                        arguments=request.arguments,
-                        now=now,
-                    )
                 try:
-                    holds = condition.holds(bindings)
+                    holds = condition.holds(call.bindings())
                 except ConditionError as error:
                     yield RuleResult(rule, "error", _counts(rule.effect, "error"), str(error))
                 else:
                     yield RuleResult(rule, "applies" if holds else "false", holds)
 
 
-def _pair(request: Request) -> tuple[str, str]:
-    return request.target, request.server
+class _Call:
+    """One decision's inputs; the CEL bindings are made once, when a rule or obligation first needs them."""
+
+    __slots__ = ("_bindings", "now", "principal", "request", "roles")
+
+    def __init__(self, principal: Principal, roles: frozenset[str], request: Request, now: datetime | None) -> None:
+        self.principal = principal
+        self.roles = roles
+        self.request = request
+        self.now = now
+        self._bindings: Bindings | None = None
+
+    def bindings(self) -> Bindings:
+        if self._bindings is None:
+            request = self.request
+            self._bindings = Bindings(
+                self.principal,
+                self.roles,
+                method=request.method,
+                target=request.target,
+                server=request.server,
+                annotations=request.annotations,
+                arguments=request.arguments,
+                now=self.now,
+            )
+        return self._bindings
+
+
+def _applies(entry: Obligation, call: _Call) -> bool:
+    """Whether a conditional obligation applies (:func:`_evaluate` without the explanation)."""
+    assert entry.condition is not None
+    try:
+        return entry.condition.holds(call.bindings())
+    except ConditionError:
+        return entry.kind != "egress"
+
+
+def _evaluate(entry: Obligation, call: _Call) -> ObligationResult:
+    assert entry.condition is not None
+    try:
+        holds = entry.condition.holds(call.bindings())
+    except ConditionError as error:  # fail closed: limits and redactions apply, egress is not granted
+        return ObligationResult(entry, "error", entry.kind != "egress", str(error))
+    return ObligationResult(entry, "applies" if holds else "false", holds)
+
+
+_HintKey = tuple[bool | None, bool | None, bool | None, bool | None] | None
+
+
+def _hint_key(annotations: types.ToolAnnotations | None) -> _HintKey:
+    if annotations is None:
+        return None
+    a = annotations
+    return a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint
+
+
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    """The union of some obligations: limits and redactions without repeats, egress sorted."""
+
+    limits: tuple[Limit, ...] = ()
+    redactions: tuple[Redaction, ...] = ()
+    egress: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, entries: Iterable[Obligation]) -> _Carried:
+        limits: list[Limit] = []
+        redactions: list[Redaction] = []
+        egress: list[str] = []
+        for entry in entries:
+            limits += entry.limits
+            redactions += entry.redactions
+            egress += entry.egress
+        return cls._build(limits, redactions, egress)
+
+    @classmethod
+    def _build(cls, limits: Iterable[Limit], redactions: Iterable[Redaction], egress: Iterable[str]) -> _Carried:
+        """Sorted, without repeats (a pattern given by two entries is named after the first entry's name)."""
+        unique: dict[tuple[str, str], Redaction] = {}
+        for redaction in sorted(redactions, key=lambda r: (r.name, r.rule, r.pattern)):
+            unique.setdefault((redaction.name, redaction.pattern), redaction)
+        carried = cls(
+            tuple(sorted(set(limits), key=lambda x: (x.rule, x.window, x.count, x.per))),
+            tuple(unique.values()),
+            tuple(sorted(set(egress))),
+        )
+        return carried if carried.limits or carried.redactions or carried.egress else _NOTHING
+
+    def merge(self, other: _Carried) -> _Carried:
+        return _Carried._build(
+            (*self.limits, *other.limits), (*self.redactions, *other.redactions), (*self.egress, *other.egress)
+        )
+
+
+_NOTHING = _Carried()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    carried: _Carried
+    """What the obligations without a condition give."""
+    conditional: tuple[Obligation, ...]
+    """Obligations whose condition decides, evaluated per call."""
+    with_conditions: dict[tuple[bool, ...], _Carried] = field(default_factory=dict[tuple[bool, ...], _Carried])
+    """What the plan gives for each combination of conditions that held, once seen."""
+
+    def merge(self, applying: tuple[bool, ...]) -> _Carried:
+        extra = _Carried.of(entry for entry, applies in zip(self.conditional, applying, strict=True) if applies)
+        merged = self.carried if extra is _NOTHING else extra if self.carried is _NOTHING else self.carried.merge(extra)
+        self.with_conditions[applying] = merged
+        return merged
 
 
 def _hints_match(hints: tuple[tuple[str, bool], ...], annotations: types.ToolAnnotations | None) -> bool:
@@ -433,19 +557,10 @@ def _oblige(decision: Decision, results: Iterable[ObligationResult]) -> Decision
     """``decision`` (of a call that is allowed or waits for approval) with the obligations that apply."""
     if not (decision.allowed or decision.needs_approval):
         return decision
-    limits: dict[Limit, None] = {}
-    redactions: dict[tuple[str, str], Redaction] = {}
-    egress: set[str] = set()
-    for result in results:
-        if result.applies:
-            entry = result.obligation
-            limits.update(dict.fromkeys(entry.limits))
-            for redaction in entry.redactions:
-                redactions.setdefault((redaction.name, redaction.pattern), redaction)
-            egress.update(entry.egress)
-    if not (limits or redactions or egress):
+    carried = _Carried.of(r.obligation for r in results if r.applies)
+    if carried is _NOTHING:
         return decision
-    return replace(decision, limits=tuple(limits), redactions=tuple(redactions.values()), egress=tuple(sorted(egress)))
+    return replace(decision, limits=carried.limits, redactions=carried.redactions, egress=carried.egress)
 
 
 def _decision(rule: Rule, *, listing: bool) -> Decision:

@@ -267,3 +267,22 @@ def test_a_policy_without_obligations_decides_as_before(load: Load) -> None:
     engine = load(base=BASE)
     decision = engine.decide(CI, call("github__get_issue", {}))
     assert decision.allowed and decision.limits == () and decision.redactions == () and decision.egress == ()
+
+
+def test_decide_and_explain_agree_on_what_a_call_carries_call_after_call(load: Load) -> None:
+    """``decide`` plans the unconditional part once per caller and target; the answer must not drift."""
+    engine = load(base=BASE, effects=EFFECTS)
+    arguments: list[dict[str, object] | None] = [
+        None,
+        {},
+        {"rows": 5, "table": "public", "network": "pypi"},
+        {"rows": 500, "table": "secrets", "network": "npm"},
+        {"rows": "many"},
+    ]
+    tools = ["db__query", "db__wipe", "db__drop", "sandbox__run", "browser__open", "github__get_issue", "notes__read"]
+    for _ in range(2):
+        for principal in (ANA, ERIN, CI, parse_principal("user:nobody")):
+            for tool in tools:
+                for args in arguments:
+                    request = call(tool, args)
+                    assert engine.decide(principal, request) == engine.explain(principal, request).decision

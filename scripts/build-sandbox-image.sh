@@ -4,8 +4,9 @@
 # No registry is reachable, so the image is a Debian bookworm minbase rootfs made by debootstrap from the
 # Debian mirror and imported with `docker import`. The tag is a hash of this script (the suite, the packages
 # and the steps all live here), so changing the image means changing this file, and the old tag stays
-# until removed. The rootfs tarball is cached under ${XDG_CACHE_HOME:-~/.cache}/dockyard, so rebuilding
-# the image after `docker rmi` (or on a fresh dockerd) takes seconds instead of the ~40 s of debootstrap.
+# until removed (`docker rmi`). The rootfs tarball is cached under ${XDG_CACHE_HOME:-~/.cache}/dockyard, so
+# rebuilding the image after `docker rmi`, on a fresh dockerd or after an edit that leaves the rootfs alone
+# takes a second or two instead of the 40-90 s of debootstrap.
 #
 #   scripts/build-sandbox-image.sh            build if missing; quiet when the image is there
 #   scripts/build-sandbox-image.sh --name     print the image name and exit
@@ -22,9 +23,14 @@ MIRROR=${DOCKYARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Nothing else: every package is attack surface and start-up weight.
 PACKAGES=python3,ca-certificates
 
+# The rootfs tarball is cached by what debootstrap is given and by ROOTFS_VERSION: bump it when the rootfs
+# steps below change. Any other edit of this file changes the image tag too, but only re-imports (~1 s).
+ROOTFS_VERSION=1
+
 self=$(readlink -f "${BASH_SOURCE[0]}")
 tag=$(sha256sum "$self" | cut -c1-12)
 image=dockyard-sandbox:$tag
+rootfs_key=$(echo "$SUITE $PACKAGES $ROOTFS_VERSION $(uname -m)" | sha256sum | cut -c1-12)
 
 case "${1:-}" in
     --name) echo "$image"; exit 0 ;;
@@ -42,14 +48,19 @@ if ((!force)) && docker image inspect "$image" >/dev/null 2>&1; then
 fi
 
 cache=${DOCKYARD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dockyard}
-rootfs=$cache/sandbox-rootfs-$tag.tar
+rootfs=$cache/sandbox-rootfs-$rootfs_key.tar
 mkdir -p "$cache"
 started=$SECONDS
 if ((force)) || [[ ! -s $rootfs ]]; then
     command -v debootstrap >/dev/null 2>&1 || die "debootstrap is not installed (scripts/setup-system.sh installs it)"
     [[ $(id -u) -eq 0 ]] || die "debootstrap needs root: run sudo $self"
     work=$(mktemp -d "$cache/build.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
+    # A failed debootstrap can leave /proc, /sys or /dev mounted in the target: unmount, never cross them.
+    cleanup() {
+        for m in proc sys dev/pts dev; do umount -l "$work/root/$m" 2>/dev/null || true; done
+        rm -rf --one-file-system "$work"
+    }
+    trap cleanup EXIT
     echo "build-sandbox-image: building $image (debootstrap $SUITE from $MIRROR, about a minute)" >&2
     if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$work/root" "$MIRROR" >"$work/log" 2>&1; then
         tail -n 25 "$work/log" >&2
@@ -61,9 +72,9 @@ if ((force)) || [[ ! -s $rootfs ]]; then
     # The workspace mount point, owned by the sandbox user (nobody, uid 65534, from base-passwd).
     mkdir -p "$work/root/workspace"
     chown 65534:65534 "$work/root/workspace"
-    tar -C "$work/root" --numeric-owner -cf "$rootfs.partial" .
-    mv "$rootfs.partial" "$rootfs"
-    rm -rf "$work"
+    tar -C "$work/root" --numeric-owner --one-file-system -cf "$work/rootfs.tar" .
+    mv "$work/rootfs.tar" "$rootfs"  # atomic: a concurrent build never sees half a tarball
+    cleanup
     trap - EXIT
 fi
 if ! out=$(docker import \

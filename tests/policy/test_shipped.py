@@ -106,7 +106,7 @@ def test_the_readme_policy_example_loads_passes_its_cases_and_explains_as_shown(
     for i, block in enumerate(blocks):
         (tmp_path / f"readme{i}.yaml").write_text(block)
     results = run_cases(load_policy(tmp_path))
-    assert len(results) == 3 and [r.render() for r in results if not r.passed] == []
+    assert len(results) == 8 and [r.render() for r in results if not r.passed] == []
     (command,) = [line for line in section.splitlines() if line.startswith("dockyard policy explain")]
     argv = shlex.split(command)[1:]
     assert main([*argv[:2], "--dir", str(tmp_path), *argv[2:]]) == 0

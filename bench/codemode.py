@@ -697,17 +697,42 @@ def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 3)
 
 
-async def measure_executor(sdk: GeneratedSdk, small: GeneratedSdk, *, calls: int, repeats: int) -> dict[str, Any]:
+async def measure_executor(
+    sdk: GeneratedSdk, small: GeneratedSdk, *, calls: int, repeats: int, keep_ready: bool
+) -> dict[str, Any]:
+    """Per-call and per-``execute`` times with or without sessions prepared in the background.
+
+    Before each timed ``execute`` the executor is let settle (its next session, if it prepares one, is
+    ready), as it is after a model's pause between two calls; ``cold`` alternates two SDKs so that no run
+    finds its session prepared.
+    """
     hook = make_hook(GatewayLike())
-    executor = MontyExecutor(limits=Limits(max_calls=calls + 10))
+    executor = MontyExecutor(limits=Limits(max_calls=calls + 10), keep_ready=keep_ready)
     with_calls = f"n = 0\nfor i in range({calls}):\n    n += len(str(await everything.get_sum(a=i, b=1)))\nn\n"
     control = f'n = 0\nfor i in range({calls}):\n    n += len(str(f"The sum of {{i}} and 1 is {{i + 1}}."))\nn\n'
     trivial = "1 + 1\n"
+    loop = "n = 0\nfor i in range(10):\n    n += i\nn\n"
     one_call = "await everything.get_sum(a=1, b=2)\n"
     two_calls = "await everything.get_sum(a=1, b=2)\nawait everything.get_sum(a=3, b=4)\n"
-    samples: dict[str, list[float]] = {
-        k: [] for k in ("direct", "script", "control", "trivial", "trivial_small", "one", "two")
-    }
+    scenarios = (
+        ("script", with_calls),
+        ("control", control),
+        ("trivial", trivial),
+        ("loop", loop),
+        ("one", one_call),
+        ("two", two_calls),
+    )
+    samples: dict[str, list[float]] = {k: [] for k in ("direct", *(name for name, _ in scenarios))}
+    samples |= {"trivial_small": [], "cold_one": []}
+
+    async def timed(key: str, target: GeneratedSdk, code: str) -> None:
+        await executor.settled()
+        start = time.perf_counter()
+        outcome = await executor.run(target, code, hook)
+        samples[key].append(time.perf_counter() - start)
+        if outcome.status != "ok":
+            raise RuntimeError(f"{key}: {outcome.error}")
+
     async with executor.running():
         for _ in range(3):  # warm the pool and the caches
             await executor.run(sdk, trivial, hook)
@@ -717,40 +742,48 @@ async def measure_executor(sdk: GeneratedSdk, small: GeneratedSdk, *, calls: int
             for i in range(calls):
                 await hook("everything__get-sum", {"a": i, "b": 1})
             samples["direct"].append(time.perf_counter() - start)
-            for key, code, target in (
-                ("script", with_calls, sdk),
-                ("control", control, sdk),
-                ("trivial", trivial, sdk),
-                ("trivial_small", trivial, small),
-                ("one", one_call, sdk),
-                ("two", two_calls, sdk),
-            ):
-                start = time.perf_counter()
-                outcome = await executor.run(target, code, hook)
-                samples[key].append(time.perf_counter() - start)
-                if outcome.status != "ok":
-                    raise RuntimeError(f"{key}: {outcome.error}")
+            for key, code in scenarios:
+                await timed(key, sdk, code)
+        for _ in range(repeats):
+            await timed("trivial_small", small, trivial)
+        for _ in range(repeats):
+            await timed("cold_one", sdk, one_call)
+            await executor.run(small, trivial, hook)  # the next run of `sdk` finds no session prepared for it
     direct_us = statistics.median(samples["direct"]) / calls * 1e6
     med = {key: statistics.median(values) for key, values in samples.items()}
     script_us = (med["script"] - med["control"]) / calls * 1e6
-    bare = await measure_bare_monty(repeats)
     return {
+        "keep_ready": keep_ready,
         "calls_per_script": calls,
         "repeats": repeats,
         "direct_us_per_call": round(direct_us, 2),
         "in_script_us_per_call": round(script_us, 2),
         "added_us_per_call": round(script_us - direct_us, 2),
         "in_script_vs_direct": round(script_us / direct_us, 1),
-        "bare_monty_ms": bare,
         "execute_trivial_ms": _median_ms(samples["trivial"]),
         "execute_trivial_small_sdk_ms": _median_ms(samples["trivial_small"]),
+        "execute_loop_ms": _median_ms(samples["loop"]),
         "execute_one_call_ms": _median_ms(samples["one"]),
+        "execute_one_call_cold_ms": _median_ms(samples["cold_one"]),
         "execute_two_calls_ms": _median_ms(samples["two"]),
         "execute_with_calls_ms": _median_ms(samples["script"]),
         "execute_control_ms": _median_ms(samples["control"]),
         "sdk_functions": len(sdk.functions),
         "small_sdk_functions": len(small.functions),
     }
+
+
+async def measure_executors(sdk: GeneratedSdk, small: GeneratedSdk, *, calls: int, repeats: int) -> dict[str, Any]:
+    """The executor as it was (every run prepares its session) and with sessions kept ready, same run."""
+    before = await measure_executor(sdk, small, calls=calls, repeats=repeats, keep_ready=False)
+    after = await measure_executor(sdk, small, calls=calls, repeats=repeats, keep_ready=True)
+    bare = await measure_bare_monty(repeats)
+    ratios = {
+        key: round(after[key] / before[key], 3)
+        for key in before
+        if key.startswith("execute_") and isinstance(before[key], float) and before[key]
+    }
+    return {"before": before, "after": after, "after_over_before": ratios, "bare_monty_ms": bare}
 
 
 # --- report --------------------------------------------------------------------------------------------
@@ -784,23 +817,33 @@ def print_report(surface: dict[str, Any], tasks: dict[str, dict[str, Any]], exec
     print(f"   {'all':<15} {'':>5} {native:>8,} {code:>7,} {1 - code / native:>7.1%} {1 - code / full:>13.1%}")
     print("   (vs full list: native with the whole tools/list of the four servers loaded instead of the used schemas)")
     print()
-    e = executor
-    print(f"3. executor overhead ({e['calls_per_script']} calls per script, median of {e['repeats']})")
-    print(f"   direct await of the hook:        {e['direct_us_per_call']:>8.1f} us/call (baseline)")
-    print(f"   same call from inside a script:  {e['in_script_us_per_call']:>8.1f} us/call")
-    print(f"   added per SDK call:              {e['added_us_per_call']:>8.1f} us ({e['in_script_vs_direct']}x)")
-    print(f"   execute, trivial script:         {e['execute_trivial_ms']:>8.2f} ms ({e['sdk_functions']}-function SDK)")
-    print(f"   execute, trivial script:         {e['execute_trivial_small_sdk_ms']:>8.2f} ms (1-function SDK)")
-    print(f"   execute, one SDK call:           {e['execute_one_call_ms']:>8.2f} ms")
-    print(f"   execute, two SDK calls:          {e['execute_two_calls_ms']:>8.2f} ms")
+    b, a, r = executor["before"], executor["after"], executor["after_over_before"]
+    print(f"3. executor overhead ({a['calls_per_script']} calls per script, median of {a['repeats']})")
+    print("   without / with sessions kept ready (before / after); after/before")
+    print(f"   direct await of the hook:        {a['direct_us_per_call']:>8.1f} us/call (baseline)")
     print(
-        f"   execute, {e['calls_per_script']} SDK calls in a loop:  {e['execute_with_calls_ms']:>8.2f} ms"
-        f" (same loop without calls: {e['execute_control_ms']:.2f} ms)"
+        f"   same call from inside a script:  {b['in_script_us_per_call']:>8.1f} / {a['in_script_us_per_call']:.1f} us"
     )
-    b = e["bare_monty_ms"]
+    print(
+        f"   added per SDK call:              {b['added_us_per_call']:>8.1f} / {a['added_us_per_call']:.1f} us"
+        f" ({a['in_script_vs_direct']}x direct, after)"
+    )
+    rows = (
+        ("execute_trivial_ms", f"trivial script ({a['sdk_functions']}-function SDK)"),
+        ("execute_trivial_small_sdk_ms", f"trivial script ({a['small_sdk_functions']}-function SDK)"),
+        ("execute_loop_ms", "a 3-line loop"),
+        ("execute_one_call_ms", "one SDK call"),
+        ("execute_one_call_cold_ms", "one SDK call, SDK switched"),
+        ("execute_two_calls_ms", "two SDK calls"),
+        ("execute_with_calls_ms", f"{a['calls_per_script']} SDK calls in a loop"),
+        ("execute_control_ms", "the same loop without calls"),
+    )
+    for key, label in rows:
+        print(f"   execute, {label + ':':<33} {b[key]:>7.2f} / {a[key]:>6.2f} ms  {r.get(key, 0):.2f}")
+    bare = executor["bare_monty_ms"]
     print("   bare Monty, no SDK (checkout + one feed_run), type-checked / not:")
-    print(f"     1 + 1:          {b['trivial_checked']:>6.2f} / {b['trivial_unchecked']:.2f} ms")
-    print(f"     a 3-line loop:  {b['loop_checked']:>6.2f} / {b['loop_unchecked']:.2f} ms")
+    print(f"     1 + 1:          {bare['trivial_checked']:>6.2f} / {bare['trivial_unchecked']:.2f} ms")
+    print(f"     a 3-line loop:  {bare['loop_checked']:>6.2f} / {bare['loop_unchecked']:.2f} ms")
 
 
 async def run(quick: bool) -> dict[str, Any]:
@@ -812,7 +855,7 @@ async def run(quick: bool) -> dict[str, Any]:
     tools = {s: [types.Tool.model_validate(t) for t in tools] for s, tools in catalogs.items()}
     sdk = generate_sdk(tools)
     small = generate_sdk({"everything": [t for t in tools["everything"] if t.name == "get-sum"]})
-    overhead = await measure_executor(sdk, small, calls=100 if quick else 200, repeats=3 if quick else 30)
+    overhead = await measure_executors(sdk, small, calls=100 if quick else 200, repeats=3 if quick else 30)
     return {"surface": surface, "tasks": tasks, "executor": overhead}
 
 

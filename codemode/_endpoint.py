@@ -42,14 +42,12 @@ Run a Python script against the SDK found with `search`, and get back the value 
 what it printed, and the tool calls it made (tool, ok, ms; per tool past 10). Use it to chain several \
 tool calls and to filter large results down to what you need before they reach you.
 The script runs in a sandboxed Python subset (Monty): top-level `await` works; the SDK namespaces are \
-already imported (a server named like a standard module gets a `_`: `json_`); there is no filesystem, \
-network or environment access, and only the standard library's pure modules (json, re, math, datetime, \
-...). The script is type-checked against the SDK first: \
-type errors come back with line numbers and nothing runs. A tool call that fails raises `ToolError` \
-(message `"<tool>: <error>"`; Monty has no exception subclasses, so it is an `OSError` underneath), which \
-the script may catch. Optional arguments default to OMIT (not sent); None is sent as null. \
-Limits: CPU time, memory, number of tool calls and output size; output past the limit is cut and \
-`truncated` is set."""
+already imported (a server named like a module gets a `_`: `json_`); there is no filesystem, network or \
+environment access, and only the standard library's pure modules (json, re, math, datetime, ...). The \
+script is type-checked against the SDK first: type errors come back with line numbers and nothing runs. \
+A tool call that fails raises `ToolError` ("<tool>: <error>"), which the script may catch. Optional \
+arguments default to OMIT (not sent); None is sent as null. Limits: CPU time, memory, number of tool \
+calls and output size; output past the limit is cut and `truncated` is set."""
 
 _SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -21,9 +21,10 @@ exceptions; an uncaught tool failure is reported as ``ToolError: <tool>: <messag
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,13 +33,11 @@ import anyio
 import pydantic_monty as monty
 
 from codemode._sdk import GeneratedSdk, SdkFunction, ToolCaller
+from codemode._sessions import SCRIPT_NAME, SDK_TOOL_ERROR, Sessions
 
 __all__ = ["CallRecord", "ExecuteResult", "Limits", "MontyExecutor", "ToolError"]
 
-_SCRIPT = "script.py"
-_SANDBOX_TOOL_ERROR = "OSError"
-"""What ``ToolError`` is inside the script: the builtin a host ``ToolError`` crosses as."""
-_TYPE_LINE = re.compile(rf"^{re.escape(_SCRIPT)}:(\d+):\d+: (.*)$", re.M)
+_TYPE_LINE = re.compile(rf"^{re.escape(SCRIPT_NAME)}:(\d+):\d+: (.*)$", re.M)
 
 
 class ToolError(OSError):
@@ -106,18 +105,6 @@ class ExecuteResult:
     """``(line, message)`` of each type error, when ``status`` is ``"type_error"``."""
 
 
-def module_stubs(sdk: GeneratedSdk) -> dict[str, str]:
-    """The ``.pyi`` source of each namespace as a module: the SDK's type definitions and its functions."""
-    namespaces = list(dict.fromkeys(f.namespace for f in sdk.functions))
-    starts = [i for ns in namespaces if (i := sdk.source.find(f"\nclass {ns}:\n")) >= 0]
-    prelude = sdk.source[: min(starts)] if starts else sdk.source
-    stubs: dict[str, str] = {}
-    for ns in namespaces:
-        functions = [f.stub.removeprefix("@staticmethod\n") for f in sdk.functions if f.namespace == ns]
-        stubs[ns] = prelude + "\n\n" + "\n\n".join(functions) + "\n"
-    return stubs
-
-
 @dataclass
 class _Run:
     call: ToolCaller
@@ -137,29 +124,28 @@ class _Run:
         self.stdout.append(text)
         self.stdout_chars += len(text)
 
-    def function(self, sdk_function: SdkFunction) -> Callable[..., Awaitable[object]]:
+    async def call_function(
+        self, sdk_function: SdkFunction, args: tuple[object, ...], kwargs: dict[str, object], /
+    ) -> object:
+        """What an SDK function does in the script: map its arguments to the wire and call the hook."""
+        if args:
+            raise TypeError(f"{sdk_function.namespace}.{sdk_function.name}() takes keyword arguments only")
+        if len(self.calls) >= self.limits.max_calls:
+            self.over_budget = True
+            limit = f"call limit reached: a run may make at most {self.limits.max_calls} tool calls"
+            raise self.raised(ToolError(sdk_function.target, limit))
         wire = {p.name: p.wire_name for p in sdk_function.parameters}
-
-        async def call(*args: object, **kwargs: object) -> object:
-            if args:
-                raise TypeError(f"{sdk_function.namespace}.{sdk_function.name}() takes keyword arguments only")
-            if len(self.calls) >= self.limits.max_calls:
-                self.over_budget = True
-                limit = f"call limit reached: a run may make at most {self.limits.max_calls} tool calls"
-                raise self.raised(ToolError(sdk_function.target, limit))
-            arguments = {wire.get(name, name): value for name, value in kwargs.items()}
-            start = time.perf_counter()
-            ok = False
-            try:
-                result = await self.call(sdk_function.target, arguments)
-                ok = True
-                return result
-            except ToolError as error:
-                raise self.raised(error) from None
-            finally:
-                self.calls.append(CallRecord(sdk_function.target, ok, round((time.perf_counter() - start) * 1000, 3)))
-
-        return call
+        arguments = {wire.get(name, name): value for name, value in kwargs.items()}
+        start = time.perf_counter()
+        ok = False
+        try:
+            result = await self.call(sdk_function.target, arguments)
+            ok = True
+            return result
+        except ToolError as error:
+            raise self.raised(error) from None
+        finally:
+            self.calls.append(CallRecord(sdk_function.target, ok, round((time.perf_counter() - start) * 1000, 3)))
 
     def raised(self, error: ToolError) -> ToolError:
         self.tool_errors.add(str(error))
@@ -169,7 +155,7 @@ class _Run:
         """``Type: message`` of an uncaught error, with a failed SDK call named ``ToolError``."""
         text = error.display("type-msg")
         kind, _, message = text.partition(": ")
-        return f"ToolError: {message}" if kind == _SANDBOX_TOOL_ERROR and message in self.tool_errors else text
+        return f"ToolError: {message}" if kind == SDK_TOOL_ERROR and message in self.tool_errors else text
 
 
 def _jsonable(value: object) -> object:
@@ -188,22 +174,45 @@ class MontyExecutor:
     Args:
         limits: The default limits of a run.
         max_processes: Workers running scripts at once.
+        keep_ready: After each run, prepare the next session for the same SDK in the background (see
+            :mod:`codemode._sessions`), so the next run skips the prelude and most of the type checker's
+            warm-up; it keeps one worker busy while idle.
     """
 
-    def __init__(self, *, limits: Limits | None = None, max_processes: int | None = None) -> None:
+    def __init__(
+        self, *, limits: Limits | None = None, max_processes: int | None = None, keep_ready: bool = True
+    ) -> None:
         self.limits = limits or Limits()
         self._max_processes = max_processes
-        self._pool: monty.AsyncMonty | None = None
+        self._keep_ready = keep_ready
+        self._sessions: Sessions | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[MontyExecutor]:
         """Keep the worker pool up for the duration of the block."""
-        async with monty.AsyncMonty(min_processes=1, max_processes=self._max_processes) as pool:
-            self._pool = pool
+        capacity = self._max_processes or os.cpu_count() or 1  # Monty's default: the CPU count
+        # A session kept ready holds a worker, so keep a second one warm for the run that needs another.
+        warm = 2 if self._keep_ready and capacity > 1 else 1
+        async with (
+            monty.AsyncMonty(min_processes=warm, max_processes=self._max_processes) as pool,
+            anyio.create_task_group() as tasks,
+        ):
+            self._sessions = Sessions(pool, tasks, capacity=capacity, keep_ready=self._keep_ready)
             try:
                 yield self
             finally:
-                self._pool = None
+                self._sessions = None
+                tasks.cancel_scope.cancel()
+
+    async def settled(self) -> None:
+        """Wait until the session prepared in the background for the next run, if any, is ready.
+
+        Runs never need to wait for this (one that comes first waits for the session, or prepares its
+        own); benchmarks and tests use it to measure a run that finds its session ready, as one does after
+        a model's pause.
+        """
+        if self._sessions is not None:
+            await self._sessions.settled()
 
     async def run(
         self, sdk: GeneratedSdk, code: str, call: ToolCaller, *, limits: Limits | None = None
@@ -213,34 +222,19 @@ class MontyExecutor:
         Raises:
             RuntimeError: The executor is not running (see :meth:`running`).
         """
-        if self._pool is None:
+        if self._sessions is None:
             raise RuntimeError("the Monty executor is not running; enter `executor.running()` first")
         limits = limits or self.limits
         run = _Run(call, limits)
-        stubs = module_stubs(sdk)
-        modules = {
-            ns: monty.ExternalModule(
-                {f.name: run.function(f) for f in sdk.functions if f.namespace == ns}, stubs=stubs[ns]
-            )
-            for ns in stubs
+        checkout: monty.ResourceLimits = {
+            "max_feed_duration_secs": limits.cpu_seconds,
+            "max_memory": limits.memory_bytes,
+            "max_suspensions": limits.max_calls + 100,
         }
-        prelude = "".join(f"import {ns}\n" for ns in modules) + f"ToolError = {_SANDBOX_TOOL_ERROR}\n"
-        session = self._pool.checkout(
-            script_name=_SCRIPT,
-            limits={
-                "max_feed_duration_secs": limits.cpu_seconds,
-                "max_memory": limits.memory_bytes,
-                "max_suspensions": limits.max_calls + 100,
-            },
-            type_check=True,
-            type_check_format="concise",
-            external_modules=modules,
-        )
         value: object = None
         outcome: ExecuteResult | None = None
         with anyio.move_on_after(limits.wall_seconds) as scope:
-            async with session:
-                await session.feed_run(prelude)
+            async with self._sessions.session(sdk, checkout, run.call_function) as session:
                 try:
                     value = await session.feed_run(code, print_callback=run.printed)
                 except monty.MontyTypingError as error:

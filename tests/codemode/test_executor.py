@@ -237,3 +237,36 @@ async def test_a_run_whose_tool_call_never_returns_is_stopped_at_the_wall_clock_
     assert result.error == "the run took longer than 0.3 s and was stopped"
     after = await executor.run(SDK, "1 + 1", Hook())
     assert after.value == 2, "the pool keeps serving after a stopped run"
+
+
+async def test_each_run_starts_from_a_fresh_session_even_when_one_was_prepared(executor: MontyExecutor) -> None:
+    first = await executor.run(SDK, "leak = 41\nleak", Hook())
+    assert first.value == 41
+    for _ in range(2):  # the second and third runs take the session prepared after the one before
+        again = await executor.run(SDK, "leak + 1", Hook())
+        assert again.status == "type_error", again
+        assert again.line == 1 and "leak" in (again.error or "")
+
+
+async def test_the_calls_of_a_prepared_session_go_to_the_hook_of_the_run_that_took_it(
+    executor: MontyExecutor,
+) -> None:
+    await executor.run(SDK, "1", Hook())  # leaves a session prepared for SDK
+    hooks = [Hook() for _ in range(4)]
+
+    async def one(i: int) -> None:
+        result = await executor.run(SDK, f'await text.echo(message="run {i}")', hooks[i])
+        assert result.value == f"Echo: run {i}", result
+
+    await one(0)
+    async with anyio.create_task_group() as tasks:  # at once: one takes the prepared session, the rest their own
+        for i in range(1, 4):
+            tasks.start_soon(one, i)
+    assert [hook.calls for hook in hooks] == [[("text__echo", {"message": f"run {i}"})] for i in range(4)]
+
+
+async def test_without_keep_ready_every_run_prepares_its_own_session() -> None:
+    async with MontyExecutor(keep_ready=False).running() as running:
+        for n in range(2):
+            result = await running.run(SDK, f"total = await calc.get_sum(a={n}, b=1)\ntotal", Hook())
+            assert result.value == {"sum": n + 1}

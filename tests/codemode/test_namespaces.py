@@ -1,18 +1,22 @@
 """Servers named like standard-library modules: the namespace gets a ``_``, so a script can use both.
 
-The catalog is server-everything's real one, federated under the name ``json`` (and others Monty's
-scripts import: ``math``, ``re``, ``os``, ``time``, ``datetime``, ``asyncio``, ``typing``).
+The catalog is server-everything's real one under the server name ``json`` (and others Monty's scripts
+import: ``math``, ``re``, ``os``, ``time``, ``datetime``, ``asyncio``, ``typing``): saved, and live through a
+portal that federates the npm server as ``json``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import mcp_types as types
 import pytest
+from mcp import Client
 
 from codemode import GeneratedSdk, MontyExecutor, SdkIndex, generate_sdk
 from tests.codemode.catalogs import load_catalog
+from tests.support import everything_stdio, make_settings, running_portal
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +93,18 @@ async def test_every_shadowing_name_leaves_the_module_importable(
     result = await executor.run(sdk, code, hook)
     assert result.status == "ok", result.error
     assert result.value == [f"{module}__get-sum", "module"]
+
+
+@pytest.mark.npm
+async def test_through_a_portal_federating_server_everything_as_json(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, {"json": everything_stdio()})
+    async with running_portal(settings) as portal, Client(f"{portal.url}/mcp/code") as client:
+        found = await client.call_tool("search", {"query": "add two numbers", "detail": "names", "limit": 1})
+        assert [c.text for c in found.content if isinstance(c, types.TextContent)] == [
+            "json_.get_sum: Returns the sum of two numbers"
+        ]
+        code = "import json\nsum_text = await json_.get_sum(a=2, b=3)\njson.loads(json.dumps([sum_text]))\n"
+        result = await client.call_tool("execute", {"code": code})
+        assert result.structured_content is not None and not result.is_error, result
+        assert result.structured_content["value"] == ["The sum of 2 and 3 is 5."]
+        assert result.structured_content["calls"][0]["tool"] == "json__get-sum"

@@ -19,6 +19,7 @@ import pytest
 
 from servers.sandbox._agent_client import AgentClient
 from servers.sandbox._backend import (
+    Backend,
     BackendUnavailableError,
     Limits,
     Profile,
@@ -127,6 +128,12 @@ def test_the_default_image_is_the_one_the_build_script_makes() -> None:
     named = subprocess.run(["bash", str(script), "--name"], capture_output=True, text=True, check=True).stdout.strip()
     assert sandbox_image_name() == named
     assert DockerBackend({}).image == named
+
+
+def test_the_docker_backend_is_a_backend() -> None:
+    backend: Backend = DockerBackend({})  # pyright checks the protocol statically, isinstance at run time
+    assert isinstance(backend, Backend)
+    assert backend.name == "docker"
 
 
 def test_options_are_validated() -> None:

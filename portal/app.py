@@ -6,6 +6,7 @@ each problem's file and line) and reloaded while it runs (:class:`portal.policy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.admin import admin_routes
+from portal.auth._credentials import upstream_credentials
+from portal.auth._upstream_routes import upstream_oauth_routes
 from portal.config import SHIPPED_POLICIES, Settings, is_loopback_host
 from portal.endpoint import build_mcp_server
 from portal.errors import ConfigError
@@ -89,7 +92,8 @@ def create_app(settings: Settings) -> Starlette:
     engine = open_engine(settings.database_url)
     metrics = Metrics()
     sealer = Sealer(load_or_create_key(data_dir / "state.key"))
-    gateway = Gateway(settings, engine, metrics=metrics, sealer=sealer, policy=policy)
+    credentials = upstream_credentials(settings, engine, sealer, environ=os.environ)
+    gateway = Gateway(settings, engine, metrics=metrics, sealer=sealer, policy=policy, credentials=credentials)
     server = build_mcp_server(gateway)
     manager = StreamableHTTPSessionManager(
         app=server,
@@ -157,6 +161,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *admin_routes(gateway.approvals, security=_transport_security(settings)),
+            *upstream_oauth_routes(credentials.oauth),
         ],
         lifespan=lifespan,
     )

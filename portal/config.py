@@ -61,6 +61,9 @@ class PortalSettings(_Strict):
     """Seconds between health pings to each connected upstream."""
     retry_max_backoff: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """Upper bound in seconds of the exponential back-off between reconnects of a failed upstream."""
+    insecure_fetch_hosts: list[str] = Field(default_factory=list[str])
+    """Development and tests only: hosts whose OAuth metadata, client metadata documents and token endpoints
+    the portal may reach over plain http and on loopback or private addresses (normally refused: SSRF)."""
 
     @field_validator("public_url")
     @classmethod
@@ -140,6 +143,17 @@ class ServerSettings(_Strict):
     """Seconds allowed for starting and initialising the upstream."""
     call_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
     """Seconds a single request to the upstream may take before the portal gives up on it."""
+    auth: Literal["none", "oauth"] = "none"
+    """``oauth``: the ``url`` server requires OAuth; each user grants the portal access through a consent link
+    and calls carry that user's token (the client's own token never goes upstream). ``none``: static
+    ``headers`` and secrets from ``dockyard secrets set`` only."""
+    oauth_client_id: str | None = None
+    """The portal's client id at the upstream's authorization server; without it the portal registers itself
+    (RFC 7591)."""
+    oauth_client_secret: str | None = None
+    """The secret of ``oauth_client_id`` (``${VAR}`` expands from the portal's environment)."""
+    oauth_scopes: list[str] | None = None
+    """Scopes to ask for; default: those the upstream's metadata advertises."""
     options: dict[str, Any] = Field(default_factory=dict[str, Any])
     """Settings handed to a ``builtin`` or ``module`` server's factory (``${VAR}`` expands in every string)."""
 
@@ -157,6 +171,10 @@ class ServerSettings(_Strict):
             raise ValueError("'options' only applies to a 'builtin' or 'module' server")
         if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError(f"'url' must be http(s), got {self.url!r}")
+        if self.auth == "oauth" and self.url is None:
+            raise ValueError("'auth = \"oauth\"' only applies to a 'url' server")
+        if (self.oauth_client_id or self.oauth_client_secret or self.oauth_scopes) and self.auth != "oauth":
+            raise ValueError("'oauth_client_id', 'oauth_client_secret' and 'oauth_scopes' need 'auth = \"oauth\"'")
         if self.module is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.module):
             raise ValueError(f"'module' must look like 'package.module:attribute', got {self.module!r}")
         if isinstance(self.prefix, str) and not is_valid_name(self.prefix):
@@ -264,7 +282,7 @@ def _expand_servers(raw: dict[str, Any], environ: Mapping[str, str], source: str
     for name, table in servers.items():  # pyright: ignore[reportUnknownVariableType]
         if not isinstance(table, dict):
             continue
-        for field in ("url", "command", "cwd"):
+        for field in ("url", "command", "cwd", "oauth_client_secret"):
             value = table.get(field)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
             if isinstance(value, str):
                 table[field] = expand_env(value, environ, source=source, key=f"servers.{name}.{field}")

@@ -13,7 +13,8 @@ Hierarchy::
     └── GatewayError         a request the choke point refuses, translated once into a protocol error
         ├── UnknownTargetError   no such tool, prompt or resource for this principal
         ├── UpstreamUnavailableError  the upstream that owns the target is not connected
-        └── WithheldToolError    the tool's definition changed upstream and awaits ``dockyard tools accept``
+        ├── WithheldToolError    the tool's definition changed upstream and awaits ``dockyard tools accept``
+        └── GrantRequiredError   the caller has no usable OAuth grant for the upstream (carries the consent link)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "DockyardError",
     "ExpiredStateError",
     "GatewayError",
+    "GrantRequiredError",
     "ServersImportError",
     "StateKeyError",
     "StorageError",
@@ -93,3 +95,24 @@ class WithheldToolError(GatewayError):
 
 class ApprovalError(DockyardError):
     """An approval does not exist, or cannot be approved or denied (already decided, or expired)."""
+
+
+class GrantRequiredError(GatewayError):
+    """The caller has no usable OAuth grant for an ``auth = "oauth"`` upstream (SECURITY.md U2).
+
+    The message names the server and why (no grant yet, or a dead one) but never the link, so it can go to
+    logs and the audit record; ``link`` is the consent URL only the caller is shown.
+
+    Attributes:
+        server: The upstream server.
+        subject: Whose grant (the principal's label).
+        link: Where the caller grants the portal access.
+        dead: Whether a grant existed and the upstream stopped honouring it.
+    """
+
+    def __init__(self, message: str, *, server: str, subject: str, link: str, dead: bool = False) -> None:
+        super().__init__(message)
+        self.server = server
+        self.subject = subject
+        self.link = link
+        self.dead = dead

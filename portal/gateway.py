@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -30,7 +30,7 @@ from portal.audit import AuditEvent, AuditLog, Status, arguments_digest
 from portal.catalog import Catalog, build_catalog
 from portal.channel import ClientChannel
 from portal.config import Settings
-from portal.errors import UnknownTargetError, UpstreamUnavailableError, WithheldToolError
+from portal.errors import GrantRequiredError, UnknownTargetError, UpstreamUnavailableError, WithheldToolError
 from portal.limits import Limiter
 from portal.metrics import Metrics
 from portal.pins import PinStore
@@ -40,6 +40,9 @@ from portal.redaction import redact, redact_text, redaction_label
 from portal.sealing import Sealer, TamperedStateError
 from portal.store import UpstreamStatus, utcnow
 from portal.upstreams import FORWARDED_CAPABILITIES, SessionHandlers, Upstream
+
+if TYPE_CHECKING:
+    from portal.auth._credentials import UpstreamCredentials
 
 __all__ = ["CALLER_META", "Gateway", "ListKind"]
 
@@ -196,6 +199,7 @@ class Gateway:
         metrics: Metrics,
         sealer: Sealer,
         policy: Policy | None = None,
+        credentials: UpstreamCredentials | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -206,6 +210,7 @@ class Gateway:
         self.approvals = ApprovalStore(engine, ttl=settings.policy.approval_ttl)
         self.limiter = Limiter(engine)
         self._sealer = sealer
+        self.credentials = credentials
         self._catalog = Catalog()
         self._rebuild_lock = anyio.Lock()
         self._listeners: list[Callable[[set[ListKind]], Awaitable[None]]] = []
@@ -228,6 +233,7 @@ class Gateway:
                 max_backoff=settings.portal.retry_max_backoff,
                 on_change=self._upstream_changed,
                 on_resource_updated=self._resource_updated,
+                credentials=credentials,
             )
             for name, server in sorted(settings.servers.items())
         }
@@ -258,6 +264,8 @@ class Gateway:
                 tg.start_soon(upstream.run)
             tg.start_soon(self._watch_pins)
             tg.start_soon(self._mark_ready)
+            if self.credentials is not None:
+                tg.start_soon(self.credentials.run)
             try:
                 yield self
             finally:
@@ -653,7 +661,7 @@ class Gateway:
         """Call the upstream; connection failures and timeouts become error results, noted on ``trace``."""
         timeout = upstream.settings.call_timeout
         try:
-            session, relay = await self._session_for(upstream, channel)
+            session, relay = await self._session_of(upstream, channel, trace.principal)
             if relay is not None:
                 relay.channels.append(channel)
             try:
@@ -678,9 +686,13 @@ class Gateway:
             finally:
                 if relay is not None:
                     relay.channels.remove(channel)
+        except GrantRequiredError as error:
+            return self._grant_required(trace, channel, error)
         except UpstreamUnavailableError as error:
             trace.status, trace.error = "unavailable", str(error)
         except MCPError as error:
+            if (dead := await self._dead_grant(upstream, trace.principal)) is not None:
+                return self._grant_required(trace, channel, dead)
             if error.code == types.CONNECTION_CLOSED:
                 upstream.mark_broken(error)
                 trace.status, trace.error = "unavailable", f"server {upstream.name!r} closed the connection"
@@ -693,6 +705,30 @@ class Gateway:
         except RuntimeError as error:  # the SDK's output-schema validation of the upstream's result
             trace.status, trace.error = "error", f"server {upstream.name!r} returned an invalid result: {error}"
         return _error_result(trace.error or "call failed")
+
+    async def _session_of(
+        self, upstream: Upstream, channel: ClientChannel, principal: Principal
+    ) -> tuple[ClientSession, _Relay | None]:
+        """The session a call goes through: for an ``auth = "oauth"`` upstream, the caller's own (R4, U2)."""
+        if self.credentials is not None and self.credentials.uses_oauth(upstream):
+            return await self.credentials.user_session(upstream, principal.label), None
+        return await self._session_for(upstream, channel)
+
+    async def _dead_grant(self, upstream: Upstream, principal: Principal) -> GrantRequiredError | None:
+        """After a failed call to an ``auth = "oauth"`` upstream: the caller's grant, if it died (U2)."""
+        if self.credentials is None or not self.credentials.uses_oauth(upstream):
+            return None
+        return await self.credentials.dead_grant(upstream, principal.label)
+
+    def _grant_required(self, trace: _Trace, channel: ClientChannel, error: GrantRequiredError) -> types.CallToolResult:
+        """The consent link for the caller (U2); the audit record gets the message, which has no link."""
+        assert self.credentials is not None
+        trace.status, trace.error = "error", str(error)
+        try:
+            return self.credentials.grant_required_result(error, channel)
+        except MCPError:  # URL-mode elicitation: a protocol error carrying the link
+            trace.done("error", error=str(error))
+            raise
 
     async def _drive(
         self,

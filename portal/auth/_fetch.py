@@ -45,7 +45,17 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class FetchError(DockyardError):
-    """A document could not be fetched: network failure, bad status, too big, too slow, or not JSON."""
+    """A document could not be fetched: network failure, bad status, too big, too slow, or not JSON.
+
+    Attributes:
+        status: The HTTP status of an error response, when there was one.
+        oauth_error: The RFC 6749 ``error`` code of an error response's JSON body (``invalid_grant``...).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, oauth_error: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.oauth_error = oauth_error
 
 
 class BlockedURLError(FetchError):
@@ -217,7 +227,7 @@ async def _json_body(response: httpx2.Response, url: str, policy: FetchPolicy) -
             raise FetchError(f"{url!r} answered more than the {policy.max_bytes} bytes allowed")
     content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if response.status_code >= 400 and content_type != "application/json":
-        raise FetchError(f"{url!r} answered HTTP {response.status_code}")
+        raise FetchError(f"{url!r} answered HTTP {response.status_code}", status=response.status_code)
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise FetchError(f"{url!r} answered {content_type or 'no content type'!r}, not application/json")
     try:
@@ -228,7 +238,12 @@ async def _json_body(response: httpx2.Response, url: str, policy: FetchPolicy) -
         raise FetchError(f"{url!r} answered JSON that is not an object")
     result = cast(dict[str, object], document)  # JSON object keys are always strings
     if response.status_code >= 400:
-        raise FetchError(f"{url!r} answered HTTP {response.status_code}: {_oauth_error(result)}")
+        code = result.get("error")
+        raise FetchError(
+            f"{url!r} answered HTTP {response.status_code}: {_oauth_error(result)}",
+            status=response.status_code,
+            oauth_error=code if isinstance(code, str) else None,
+        )
     return result
 
 

@@ -6,7 +6,7 @@ import importlib
 import inspect
 import shutil
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -152,12 +152,24 @@ async def stdio_transport(
 
 @asynccontextmanager
 async def http_transport(
-    settings: ServerSettings, *, closed: anyio.Event
+    settings: ServerSettings,
+    *,
+    closed: anyio.Event,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx2.Auth | None = None,
 ) -> AsyncGenerator[tuple[WatchedReadStream, Any]]:
-    """Connect to a remote upstream over Streamable HTTP or SSE with its static headers."""
+    """Connect to a remote upstream over Streamable HTTP or SSE.
+
+    Args:
+        settings: The server's configuration.
+        closed: Set when the transport ends.
+        headers: Headers to send (default: the configured ``headers``), e.g. with stored secrets added.
+        auth: The OAuth flow that puts a user's token on each request.
+    """
     assert settings.url is not None
+    sent = dict(settings.headers if headers is None else headers)
     if settings.transport == "sse":
-        async with sse_client(settings.url, headers=dict(settings.headers), timeout=settings.connect_timeout) as (
+        async with sse_client(settings.url, headers=sent, timeout=settings.connect_timeout, auth=auth) as (
             read,
             write,
         ):
@@ -167,7 +179,7 @@ async def http_transport(
     limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
     transport = _KeepAliveTransport(limits)
     async with (
-        httpx2.AsyncClient(headers=dict(settings.headers), timeout=timeout, transport=transport) as http,
+        httpx2.AsyncClient(headers=sent, timeout=timeout, transport=transport, auth=auth) as http,
         streamable_http_client(settings.url, http_client=http) as (read, write),
     ):
         yield WatchedReadStream(read, closed), write

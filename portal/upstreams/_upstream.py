@@ -31,6 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from portal.config import ServerSettings
 from portal.errors import UpstreamUnavailableError
+from portal.upstreams._credentials import Credentials
 from portal.upstreams._transports import http_transport, resolve_inprocess, stdio_transport
 
 __all__ = ["FORWARDED_CAPABILITIES", "Listing", "Upstream", "UpstreamState"]
@@ -115,6 +116,7 @@ class Upstream:
         max_backoff: Upper bound of the reconnect back-off in seconds.
         on_change: Awaited after every change of state or listing.
         on_resource_updated: Awaited with the URI of each ``notifications/resources/updated``.
+        credentials: Stored secrets and OAuth tokens presented when connecting.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Upstream:
         max_backoff: float,
         on_change: Callable[[Upstream], Awaitable[None]],
         on_resource_updated: Callable[[Upstream, str], Awaitable[None]] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -150,6 +153,7 @@ class Upstream:
         self._max_backoff = max_backoff
         self._on_change = on_change
         self._on_resource_updated = on_resource_updated
+        self._credentials = credentials
         self._session: ClientSession | None = None
         self._broken = anyio.Event()
         self._refresh = anyio.Event()
@@ -193,6 +197,26 @@ class Upstream:
             with anyio.CancelScope(deadline=anyio.current_time() + self.settings.connect_timeout) as scope:
                 async with self._client(closed, handlers, dedicated=True) as client:
                     scope.deadline = math.inf
+                    yield client.session
+            if scope.cancelled_caught:
+                raise TimeoutError
+        except (OSError, MCPError, TimeoutError) as error:
+            raise UpstreamUnavailableError(f"cannot open a session to {self.name!r}: {_describe(error)}") from error
+
+    @asynccontextmanager
+    async def user_session(self, subject: str) -> AsyncGenerator[ClientSession]:
+        """Open a session that carries ``subject``'s own OAuth token (an ``auth = "oauth"`` server).
+
+        Raises:
+            UpstreamUnavailableError: It cannot be opened.
+        """
+        closed = anyio.Event()
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + self.settings.connect_timeout) as scope:
+                async with self._client(closed, SessionHandlers(), dedicated=True, subject=subject) as client:
+                    scope.deadline = math.inf
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        _forward_capabilities(client.session)
                     yield client.session
             if scope.cancelled_caught:
                 raise TimeoutError
@@ -296,13 +320,14 @@ class Upstream:
 
     @asynccontextmanager
     async def _client(
-        self, closed: anyio.Event, handlers: SessionHandlers, *, dedicated: bool
+        self, closed: anyio.Event, handlers: SessionHandlers, *, dedicated: bool, subject: str | None = None
     ) -> AsyncGenerator[Client]:
         async def message_handler(message: IncomingMessage) -> None:
             await self._on_message(message, dedicated=dedicated)
 
-        # A dedicated session exists for server-initiated requests, which only the handshake era allows.
-        mode = "legacy" if dedicated else "auto"
+        # A dedicated session exists for server-initiated requests, which only the handshake era allows;
+        # a user's own session (OAuth) exists for that user's token and speaks whatever the server does.
+        mode = "legacy" if dedicated and subject is None else "auto"
         callbacks: dict[str, Any] = {
             "sampling_callback": handlers.sampling,
             "elicitation_callback": handlers.elicitation,
@@ -319,10 +344,19 @@ class Upstream:
                 errlog: IO[str] = stack.enter_context((self._log_dir / f"{self.name}.log").open("a", encoding="utf-8"))
                 if not dedicated:
                     self._stderr_offset = errlog.tell()  # only this attempt's stderr explains its failure
-                transport = stdio_transport(self.settings, closed=closed, errlog=errlog)  # pyright: ignore[reportArgumentType]
+                settings = self.settings
+                if self._credentials is not None and (env := await self._credentials.env(self.name)):
+                    settings = settings.model_copy(update={"env": {**settings.env, **env}})
+                transport = stdio_transport(settings, closed=closed, errlog=errlog)  # pyright: ignore[reportArgumentType]
                 client = Client(transport, mode=mode, **callbacks)  # pyright: ignore[reportArgumentType]
             elif self.kind == "http":
-                client = Client(http_transport(self.settings, closed=closed), mode=mode, **callbacks)  # pyright: ignore[reportArgumentType]
+                headers: dict[str, str] = dict(self.settings.headers)
+                auth = None
+                if self._credentials is not None:
+                    headers.update(await self._credentials.headers(self.name))
+                    auth = self._credentials.auth(self.name, subject)
+                transport = http_transport(self.settings, closed=closed, headers=headers, auth=auth)
+                client = Client(transport, mode=mode, **callbacks)  # pyright: ignore[reportArgumentType]
             else:
                 if self._inprocess is None:
                     # The data directory is where the gateway puts the upstream logs' folder.

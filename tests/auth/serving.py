@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,10 +13,12 @@ from tests.support import free_socket
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Yield ``http://127.0.0.1:PORT`` while ``app`` is served there."""
+async def serving(app: Any = None, *, build: Callable[[str], Any] | None = None) -> AsyncIterator[str]:
+    """Yield ``http://127.0.0.1:PORT`` while ``app`` (or ``build(that URL)``) is served there."""
     sock = free_socket()
     port = int(sock.getsockname()[1])
+    if build is not None:
+        app = build(f"http://127.0.0.1:{port}")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1))
     try:
         async with anyio.create_task_group() as tg:

@@ -1,0 +1,63 @@
+"""The portal's pages in an upstream consent round: ``/oauth/upstream/{server}/start`` and the callback."""
+
+from __future__ import annotations
+
+import html
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from portal.auth._upstream_oauth import CALLBACK_PATH, START_PATH, UpstreamAuthError, UpstreamOAuth
+
+__all__ = ["upstream_oauth_routes"]
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",  # the callback URL carries the code: never pass it on
+    "X-Frame-Options": "DENY",
+}
+
+
+def _page(title: str, message: str, *, status: int) -> Response:
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)} - Dockyard</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}</style>"
+        f"</head><body><main><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></main></body></html>"
+    )
+    return HTMLResponse(body, status_code=status, headers=_HEADERS)
+
+
+def upstream_oauth_routes(oauth: UpstreamOAuth) -> list[Route]:
+    """The two routes of the consent round, mounted on the portal's app."""
+
+    async def start(request: Request) -> Response:
+        server = request.path_params["server"]
+        token = request.query_params.get("t", "")
+        try:
+            url = await oauth.begin(server, token)
+        except UpstreamAuthError as error:
+            return _page("Cannot start authorization", str(error), status=400)
+        return RedirectResponse(url, status_code=302, headers=_HEADERS)
+
+    async def callback(request: Request) -> Response:
+        params = request.query_params
+        try:
+            server, _subject = await oauth.complete(
+                state=params.get("state", ""), code=params.get("code"), iss=params.get("iss"), error=params.get("error")
+            )
+        except UpstreamAuthError as error:
+            return _page("Authorization failed", str(error), status=400)
+        return _page(
+            "Access granted",
+            f"Dockyard can now use {server!r} on your behalf. Close this page and retry in your client.",
+            status=200,
+        )
+
+    return [
+        Route(START_PATH, start, methods=["GET"]),
+        Route(CALLBACK_PATH, callback, methods=["GET"]),
+    ]

@@ -27,6 +27,7 @@ from servers.sandbox._backend import (
     ProcessInfo,
     ProcessNotFoundError,
     SandboxFileError,
+    SandboxRequestError,
     SandboxStateError,
 )
 
@@ -88,14 +89,18 @@ class AgentClient:
 
         Raises:
             SandboxStateError: The agent is unreachable, slow or confused.
+            SandboxRequestError: The agent refused the request.
             SandboxFileError: A file operation failed.
             ProcessNotFoundError: No such background process.
         """
-        with anyio.fail_after(timeout):
+        answer: dict[str, Any] = {}
+        with anyio.move_on_after(timeout) as scope:
             stream = await self._connect()
             async with stream:
                 await self._send(stream, request)
                 answer = await self._receive(BufferedByteReceiveStream(stream))
+        if scope.cancelled_caught:
+            raise SandboxStateError(f"the sandbox agent did not answer {request.get('op')!r} within {timeout:g}s")
         return _checked(answer)
 
     async def ping(self) -> None:
@@ -225,7 +230,7 @@ def _checked(answer: dict[str, Any]) -> dict[str, Any]:
             raise SandboxFileError(message)
         if kind == "process":
             raise ProcessNotFoundError(message)
-        raise SandboxStateError(f"the sandbox agent refused the request: {message}")
+        raise SandboxRequestError(message)
     raise SandboxStateError(f"the sandbox agent sent an unexpected answer {answer.get('t')!r}")
 
 

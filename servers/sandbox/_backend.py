@@ -54,6 +54,7 @@ Errors (one base, :class:`SandboxError`)::
     ├── SandboxQuotaError         a caller has too many sandboxes / a profile asks for more than allowed
     ├── SandboxStateError         the box is not running, its agent is gone or answered nonsense
     ├── SandboxFileError          a file operation failed (missing file, too large, not a regular file)
+    ├── SandboxRequestError       the agent refused a request (e.g. a command that cannot start)
     └── ProcessNotFoundError      no background process with that id in the sandbox
 """
 
@@ -87,6 +88,7 @@ __all__ = [
     "SandboxFileError",
     "SandboxNotFoundError",
     "SandboxQuotaError",
+    "SandboxRequestError",
     "SandboxSpec",
     "SandboxStateError",
     "backend_from_name",
@@ -130,6 +132,10 @@ class SandboxStateError(SandboxError):
 
 class SandboxFileError(SandboxError):
     """A file operation in the box failed."""
+
+
+class SandboxRequestError(SandboxError):
+    """The agent refused a request: the box is fine, the request was not (a missing program, bad input)."""
 
 
 class ProcessNotFoundError(SandboxError):

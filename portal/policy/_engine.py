@@ -15,8 +15,8 @@ Semantics (SECURITY.md G1):
 
 Obligations (``limits``, ``redact`` and ``egress`` entries) match like rules. A call (``tools/call``,
 ``prompts/get``, ``resources/read``) that is allowed, or that waits for approval, carries every obligation
-that applies to it (the union); one whose condition fails to evaluate fails closed too: a limit or a
-redaction applies, egress is not granted. Listings carry none.
+that applies to it (the union; limits count tool calls only); one whose condition fails to evaluate fails
+closed too: a limit or a redaction applies, egress is not granted. Listings carry none.
 
 Rules and obligations are indexed by exact tool name and exact server name, and the candidates for a
 ``(name, server)`` pair are remembered, so a decision looks at the few entries that can match, not at all of
@@ -302,7 +302,7 @@ class PolicyEngine:
         self.book = book
         self._index = _Index(self.rules)
         self._obligations = _Index(self.obligations) if self.obligations else None
-        self._plans: dict[tuple[frozenset[str], str, str, _HintKey], _Plan] = {}
+        self._plans: dict[tuple[frozenset[str], str, str, str, _HintKey], _Plan] = {}
 
     def __repr__(self) -> str:
         shown = f"rules={len(self.rules)} obligations={len(self.obligations)}"
@@ -356,7 +356,7 @@ class PolicyEngine:
         if not (decision.allowed or decision.needs_approval):
             return decision
         request = call.request
-        key = (call.roles, request.target, request.server, _hint_key(request.annotations))
+        key = (call.roles, request.method, request.target, request.server, _hint_key(request.annotations))
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= _MEMO_LIMIT:
@@ -382,7 +382,10 @@ class PolicyEngine:
         assert self._obligations is not None
         unconditional: list[Obligation] = []
         conditional: list[Obligation] = []
+        limited = call.request.method == "tools/call"
         for entry in self._obligations.candidates(call.request.target, call.request.server):
+            if entry.kind == "limit" and not limited:
+                continue  # limits count tool calls only
             if entry.roles is not None and entry.roles.isdisjoint(call.roles):
                 continue
             if entry.hints and not _hints_match(entry.hints, call.request.annotations):
@@ -395,6 +398,8 @@ class PolicyEngine:
         assert self._obligations is not None
         request = call.request
         for entry in self._obligations.candidates(request.target, request.server):
+            if entry.kind == "limit" and request.method != "tools/call":
+                continue  # limits count tool calls only
             if entry.roles is not None and entry.roles.isdisjoint(call.roles):
                 yield ObligationResult(entry, "role", False)
             elif entry.hints and not _hints_match(entry.hints, request.annotations):

@@ -149,9 +149,11 @@ def test_denied_calls_and_listings_carry_nothing_and_calls_awaiting_approval_car
 
 
 @pytest.mark.parametrize("method", ["prompts/get", "resources/read"])
-def test_prompts_and_resources_get_redactions_too(load: Load, method: str) -> None:
+def test_prompts_and_resources_get_redactions_but_no_limits(load: Load, method: str) -> None:
     engine = load(base=BASE, effects=EFFECTS)
-    assert "email" in {r.name for r in engine.decide(ANA, call("notes__summary", method=method)).redactions}
+    decision = engine.decide(ANA, call("notes__summary", method=method))
+    assert "email" in {r.name for r in decision.redactions}
+    assert engine.decide(CI, call("github__issue", method=method)).limits == (), "limits count tool calls only"
 
 
 def test_explain_shows_which_limits_redactions_and_egress_apply(load: Load) -> None:

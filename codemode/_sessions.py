@@ -127,14 +127,14 @@ class Sessions:
         self._busy += 1
         try:
             if ready is not None and ready.sdk is sdk and ready.limits == limits:
-                await ready.prepared.wait()
-                if ready.session is not None:
-                    ready.binding.handler = handler
-                    try:
+                try:
+                    await ready.prepared.wait()
+                    if ready.session is not None:
+                        ready.binding.handler = handler
                         yield ready.session
-                    finally:
-                        ready.done.set()
-                    return
+                        return
+                finally:
+                    ready.done.set()  # also when the run is stopped before it gets the session
                 ready = None
             if ready is not None and self._busy + 1 > self._capacity:
                 ready.discard()  # its worker is needed now

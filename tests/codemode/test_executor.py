@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import AsyncIterator
 
@@ -270,3 +271,14 @@ async def test_without_keep_ready_every_run_prepares_its_own_session() -> None:
         for n in range(2):
             result = await running.run(SDK, f"total = await calc.get_sum(a={n}, b=1)\ntotal", Hook())
             assert result.value == {"sum": n + 1}
+
+
+async def test_runs_stopped_while_their_session_is_being_prepared_give_it_back(executor: MontyExecutor) -> None:
+    hurried = dataclasses.replace(executor.limits, wall_seconds=0.001)  # same session limits, no time to wait
+    with anyio.fail_after(20):
+        for _ in range(4):
+            await executor.run(SDK, "1", Hook())  # leaves a session being prepared for SDK
+            stopped = await executor.run(SDK, "1", Hook(), limits=hurried)
+            assert stopped.status == "error" and "was stopped" in (stopped.error or "")
+        after = await executor.run(SDK, "2 + 2", Hook())
+    assert after.value == 4, "no worker was lost to the stopped runs"

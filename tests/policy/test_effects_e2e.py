@@ -49,6 +49,7 @@ POLICY = """
 def settings_for(tmp_path: Path, policy_dir: Path) -> Settings:
     raw = {
         "portal": {"data_dir": str(tmp_path / "data"), "health_interval": 1.0},
+        "auth": {"mode": "none"},
         "policy": {"dir": str(policy_dir)},
         "servers": {"vault": {"module": "tests.policy.vault_server:server"}},
     }
@@ -144,3 +145,33 @@ async def test_code_mode_calls_are_redacted_and_limited_like_any_other(tmp_path:
     assert sorted(r.status for r in rows) == ["limited", "ok", "ok", "ok"]
     assert_no_secret(json.dumps([r.model_dump(mode="json") for r in rows]))
     assert EMAIL not in wire(second) and GITHUB_TOKEN not in wire(second)
+
+
+EGRESS = """
+    version: 1
+    roles: {owner: {}}
+    principals:
+      local: {roles: [owner]}
+    rules:
+      - {name: owner-all, effect: allow, roles: [owner]}
+    egress:
+      - name: vault-reaches-github
+        roles: [owner]
+        servers: [vault]
+        hosts: [api.github.com, "*.githubusercontent.com"]
+      - name: vault-reaches-pypi-on-request
+        roles: [owner]
+        servers: [vault]
+        when: 'arguments.network == "pypi"'
+        hosts: [pypi.org]
+"""
+
+
+async def test_the_egress_allow_list_of_a_call_reaches_the_built_in_server_that_serves_it(
+    tmp_path: Path, policy_dir: Path
+) -> None:
+    """The sandbox and browser servers read the hosts a call may reach from the portal's ``_meta``."""
+    settings = settings_for(tmp_path, write_files(policy_dir, main=EGRESS))
+    async with running_portal(settings) as portal, Client(portal.mcp_url, mode="legacy") as client:
+        seen = await client.call_tool("vault__caller", {})
+    assert seen.structured_content == {"principal": "local", "egress": ["*.githubusercontent.com", "api.github.com"]}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("vault")
@@ -41,3 +44,10 @@ def briefing() -> str:
 def card() -> str:
     """A resource with secrets."""
     return f"owner: {EMAIL}; token: {GITHUB_TOKEN}"
+
+
+@server.tool()
+def caller(ctx: Context) -> dict[str, Any]:
+    """What the portal says about the caller in ``_meta`` (built-in servers read their egress list here)."""
+    meta: Any = ctx.request_context.meta or {}
+    return dict(meta.get("io.dockyard/caller") or {})

@@ -155,6 +155,7 @@ def _serve_config(tmp_path: Path, name: str, *, port: int, database: str, policy
     config.write_text(
         f'[portal]\npublic_url = "http://127.0.0.1:{port}"\ndata_dir = "{tmp_path / name}"\n'
         f"database = {json.dumps(database)}\n"
+        '[auth]\nmode = "none"\n'
         f'[policy]\ndir = "{policy_dir}"\n'
         f'[servers.interactive]\ncommand = "{server["command"]}"\nargs = {json.dumps(server["args"])}\n',
         encoding="utf-8",

@@ -16,6 +16,9 @@
 ``dockyard audit tail [-n N] [--follow]``  the latest audit records
 ``dockyard audit search [--principal P] [--tool GLOB] [--status S] [--since T] [--until T] [--limit N]``
 ``dockyard audit export [--since T] [--until T]``  every record as JSONL on stdout
+``dockyard secrets set S --header N | --env N``  store an upstream secret, encrypted (value from a prompt or stdin)
+``dockyard secrets list [S]`` / ``delete S ...``  names of stored secrets and OAuth grants; delete one
+``dockyard servers authorize S``  the consent link that lets the portal list an ``auth = "oauth"`` server
 
 Exit status: 0 on success, 1 when a check or test found problems, 2 on an error (bad config, bad input).
 """
@@ -113,6 +116,10 @@ def _servers(args: argparse.Namespace) -> int:
         held = str(row.withheld) if row else "-"
         error = (row.last_error or "") if row else ""
         print(f"{name:<20} {server.kind:<9} {state:<10} {tools:>5} {held:>4}  {error[:100]}")
+    from portal.auth._secrets_cli import grant_problems
+
+    for problem in grant_problems(settings):
+        print(f"warning: {problem}")
     return 0
 
 
@@ -484,6 +491,9 @@ def _parser() -> argparse.ArgumentParser:
     imp = servers_sub.add_parser("import", help="import an mcpServers JSON file (Claude Desktop, Cursor, VS Code)")
     imp.add_argument("file")
     imp.set_defaults(func=_servers_import)
+    from portal.auth._secrets_cli import add_secrets_commands, add_servers_authorize
+
+    add_servers_authorize(servers_sub, _settings)
 
     tools = commands.add_parser("tools", help="review tool definitions that changed upstream")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True)
@@ -498,6 +508,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_policy_commands(commands.add_parser("policy", help="check, test and explain the scope policies"))
     _add_approvals_commands(commands.add_parser("approvals", help="list, approve and deny calls held for approval"))
     _add_audit_commands(commands.add_parser("audit", help="verify, tail, search and export the audit log"))
+    add_secrets_commands(commands.add_parser("secrets", help="upstream secrets in the encrypted vault"), _settings)
     return parser
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "DiscoveryError",
     "UpstreamAuthError",
     "UpstreamOAuth",
+    "consent_link",
 ]
 
 logger = logging.getLogger("dockyard.upstream_oauth")
@@ -140,6 +141,12 @@ def _digest(text: str) -> str:
 
 def _utc(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+def consent_link(public_url: str, sealer: Sealer, server: str, subject: str) -> str:
+    """The URL where ``subject`` grants the portal at ``public_url`` access to ``server`` (15 minutes)."""
+    token = sealer.seal({"k": "upstream-grant", "s": server, "u": subject}, ttl=_LINK_TTL)
+    return public_url.rstrip("/") + START_PATH.format(server=server) + "?" + urlencode({"t": token})
 
 
 class UpstreamOAuth:
@@ -355,8 +362,7 @@ class UpstreamOAuth:
 
     def consent_link(self, server: str, subject: str) -> str:
         """The URL where ``subject`` grants the portal access to ``server`` (valid for 15 minutes)."""
-        token = self._sealer.seal({"k": "upstream-grant", "s": server, "u": subject}, ttl=_LINK_TTL)
-        return self.public_url + START_PATH.format(server=server) + "?" + urlencode({"t": token})
+        return consent_link(self.public_url, self._sealer, server, subject)
 
     async def begin(self, server: str, token: str) -> str:
         """Open a consent round from a consent link; returns the upstream authorization URL to redirect to.

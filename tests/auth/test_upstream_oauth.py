@@ -22,6 +22,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import text
 
+from portal.auth._secrets_cli import grant_problems
 from portal.auth._upstream_oauth import CATALOG_SUBJECT, DiscoveryError
 from portal.channel import NULL_CHANNEL, NullChannel
 from portal.config import settings_from_mapping
@@ -193,6 +194,9 @@ async def test_a_revoked_grant_is_reported_to_the_user_and_the_admin(
     assert any("is dead" in r.getMessage() and "user:alice" in r.getMessage() for r in caplog.records)
     grants = world.oauth.vault.list(kinds=("oauth-grant",), server="notes")
     assert [(g.ref.subject, g.status) for g in grants if g.ref.subject == "user:alice"] == [("user:alice", "dead")]
+    # `dockyard servers` shows the admin every dead grant.
+    problems = await anyio.to_thread.run_sync(grant_problems, world.portal.settings)
+    assert any("user:alice" in p and "is dead" in p for p in problems)
     refreshes_after_death = world.upstream.provider.refreshes
     again = await world.call(ALICE)  # not silently retried: the dead grant is reported again at once
     assert "was revoked or expired" in _text(again)
@@ -247,8 +251,15 @@ async def test_no_upstream_token_reaches_the_audit_log_the_logs_or_the_vault_in_
     provider = world.upstream.provider
     secrets_seen = {*provider.access, *provider.refresh}
     assert secrets_seen
+
+    def read_audit() -> str:
+        with world.portal.gateway.engine.connect() as conn:
+            return " ".join(str(row) for row in conn.execute(text("SELECT * FROM audit_records")))
+
+    await wait_for(lambda: read_audit().count("notes__whoami") >= 2)  # written in the background
+    audit = read_audit()
+    assert "needs your authorization" in audit
     with world.portal.gateway.engine.connect() as conn:
-        audit = " ".join(str(row) for row in conn.execute(text("SELECT * FROM audit_records")))
         vault = b"".join(bytes(row[0]) for row in conn.execute(text("SELECT ciphertext FROM vault_secrets")))
     logs = caplog.text
     for secret in secrets_seen:

@@ -94,6 +94,9 @@ class _Relay:
 
 
 CALLER_META = "io.dockyard/caller"
+LIMIT_META = "io.dockyard/limit"
+"""``_meta`` key of a call refused by a rate limit: the limit (``rule``, ``count``, ``window`` seconds) and
+``retry_after`` (seconds; null when the limit could not be checked)."""
 """``_meta`` key of the caller's identity and egress allow-list, sent only to in-process (built-in) servers."""
 
 
@@ -624,7 +627,9 @@ class Gateway:
         if refusal is None:
             return None
         trace.done("limited", error=refusal.message)
-        return _error_result(refusal.message)
+        limit = refusal.limit
+        meta = {"rule": limit.rule, "count": limit.count, "window": limit.window, "retry_after": refusal.retry_after}
+        return _error_result(refusal.message).model_copy(update={"meta": {LIMIT_META: meta}})
 
     def _redact(self, trace: _Trace, result: _Redactable) -> _Redactable:
         """Apply the decision's redactions to what the upstream returned, and to error text noted on ``trace``."""

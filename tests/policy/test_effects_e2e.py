@@ -89,6 +89,10 @@ async def test_results_are_redacted_calls_are_limited_and_the_audit_log_says_so_
         assert text_of(limited).startswith(
             "rate limit 'leak-quota' reached: at most 3 call(s) per week per principal; retry in "
         )
+        assert limited.meta is not None
+        machine = limited.meta["io.dockyard/limit"]
+        assert (machine["rule"], machine["count"], machine["window"]) == ("leak-quota", 3, 604800.0)
+        assert 0 < machine["retry_after"] <= 604800
         assert text_of(await client.call_tool("vault__hello", {})) == "hello", "other tools are not limited"
 
         failed = await client.call_tool("vault__fail", {})

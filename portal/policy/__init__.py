@@ -2,12 +2,14 @@
 
 Load a directory with :func:`load_policy`; the :class:`PolicyEngine` it returns implements
 :class:`portal.policy_seam.Policy` for the choke point, explains its decisions and carries the test cases
-of its files. :class:`ReloadingPolicy` keeps the policy in force and swaps in a changed directory.
-The file format is in :mod:`portal.policy._format`; its JSON Schema is :func:`policy_schema`.
+of its files. Besides rules, a policy has obligations (:class:`Obligation`: rate limits, result redaction,
+egress allow-lists) that attach to the calls it allows. :class:`ReloadingPolicy` keeps the policy in force
+and swaps in a changed directory. The file format is in :mod:`portal.policy._format`; its JSON Schema is
+:func:`policy_schema`.
 """
 
 from portal.policy._cases import CaseResult, run_cases
-from portal.policy._engine import Case, PolicyEngine, Rule, RuleResult, effect_of
+from portal.policy._engine import Case, Obligation, ObligationResult, PolicyEngine, Rule, RuleResult, effect_of
 from portal.policy._errors import PolicyError, PolicyLoadError, PrincipalSpecError, Problem
 from portal.policy._explain import Explanation, principal_label
 from portal.policy._format import Effect
@@ -21,6 +23,8 @@ __all__ = [
     "CaseResult",
     "Effect",
     "Explanation",
+    "Obligation",
+    "ObligationResult",
     "PolicyEngine",
     "PolicyError",
     "PolicyLoadError",

@@ -27,6 +27,8 @@ def test_the_policy_package_exports_exactly_its_public_surface() -> None:
         "CaseResult",
         "Effect",
         "Explanation",
+        "Obligation",
+        "ObligationResult",
         "PolicyEngine",
         "PolicyError",
         "PolicyLoadError",

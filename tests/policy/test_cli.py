@@ -154,3 +154,34 @@ def test_schema_prints_the_shipped_json_schema(capsys: pytest.CaptureFixture[str
     assert status == 0
     assert json.loads(out) == json.loads((SHIPPED_POLICIES / "policy.schema.json").read_text())
     assert out == (SHIPPED_POLICIES / "policy.schema.json").read_text()
+
+
+def test_check_names_the_file_and_line_of_a_bad_limit_regex_or_host(
+    capsys: pytest.CaptureFixture[str], policy_dir: Path
+) -> None:
+    bad = """
+        version: 1
+        roles: {ci: {}}
+        limits:
+          - {name: fast, roles: [ci], rate: 10/fortnight}
+        egress:
+          - {name: out, roles: [ci], hosts: ["https://example.com"]}
+    """
+    worse = "version: 1\nredact:\n  - name: ids\n    roles: ['*']\n    regex: {staff: 'EMP-[0-9'}\n"
+    write_files(policy_dir, a=bad, b=worse)
+    status, _, err = run(capsys, "policy", "check", str(policy_dir))
+    lines = err.splitlines()
+    assert status == 1 and lines[-1] == f"dockyard: 3 problems in {policy_dir}"
+    assert lines[0].startswith(f"{policy_dir}/a.yaml:4: limits[0].rate: '10/fortnight' is not a rate")
+    assert lines[1].startswith(f"{policy_dir}/a.yaml:6: egress[0].hosts: 'https://example.com' is not a host")
+    assert lines[2].startswith(f"{policy_dir}/b.yaml:5: regex 'staff': 'EMP-[0-9' is not a valid regular expression")
+
+
+def test_explain_lists_the_limits_redactions_and_egress_of_a_call(capsys: pytest.CaptureFixture[str]) -> None:
+    examples = str(SHIPPED_POLICIES / "examples")
+    status, out, _ = run(capsys, "policy", "explain", "--dir", examples, "--as", "service:ci-bot", "github__get_issue")
+    assert status == 0
+    carried = out.split("limits, redactions and egress whose servers and tools match:\n", 1)[1]
+    assert "=> limit            ci-bot-github" in carried
+    assert "60 call(s) per minute per principal; 2000 call(s) per day per principal; applies" in carried
+    assert "=> redact           credentials-never-leave" in carried

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import string
-import time
 from typing import Any
 
 import mcp_types as types
@@ -214,24 +213,24 @@ def test_two_keys_that_redact_alike_both_survive() -> None:
     assert counts == {"email": 2}
 
 
+@pytest.mark.timeout(60)  # a guard against a hang, not a timing claim: quadratic patterns would take hours
 @pytest.mark.parametrize(
-    "text",
+    ("text", "expected"),
     [
-        "a" * 200_000,
-        "a." * 100_000,
-        "a@" * 100_000,
-        "-----BEGIN " * 20_000,
-        "bearer " * 30_000,
-        "eyJ" + "a" * 100_000 + ".",
-        "eyJa.eyJa." * 20_000,
+        ("a" * 200_000, None),
+        ("a." * 100_000, None),
+        ("a@" * 100_000, None),
+        ("-----BEGIN " * 20_000, None),
+        ("bearer " * 30_000, None),
+        ("eyJ" + "a" * 100_000 + ".", None),
+        ("eyJa.eyJa." * 20_000, "[REDACTED:jwt]"),
+        ("x@" + "a-" * 50_000 + "b.co", "[REDACTED:email]"),
     ],
-    ids=["letters", "dots", "ats", "begins", "bearers", "jwt-start", "jwt-parts"],
+    ids=["letters", "dots", "ats", "begins", "bearers", "jwt-start", "jwt-parts", "long-domain"],
 )
-def test_the_built_in_patterns_take_linear_time_on_hostile_text(text: str) -> None:
-    """A result built to make a backtracking regex explode is redacted in well under a second."""
-    started = time.perf_counter()
-    redact_text(text, ALL)
-    assert time.perf_counter() - started < 2.0
+def test_hostile_text_built_to_make_regexes_backtrack_is_redacted_in_one_pass(text: str, expected: str | None) -> None:
+    """The built-in patterns never backtrack (possessive quantifiers, anchored starts), so these finish at once."""
+    assert redact_text(text, ALL)[0] == (text if expected is None else expected)
 
 
 def test_the_audit_label_says_what_was_redacted_and_always_fits_its_column() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from portal.errors import ConfigError
 from portal.principal import Principal
 from tests.policy.conftest import write_files
 from tests.servers.sandbox.conftest import SECRET, Target
-from tests.support import RunningPortal, running_portal
+from tests.support import RunningPortal, running_portal, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +48,7 @@ def _settings(tmp_path: Path, target: Target, **options: Any) -> Any:
     policy = POLICY.replace("PORT", str(target.port))
     raw: dict[str, Any] = {
         "portal": {"data_dir": str(tmp_path / "data"), "health_interval": 5.0},
+        "auth": {"mode": "none"},
         "policy": {"dir": str(write_files(tmp_path / "policies", main=policy))},
         "servers": {
             "sandbox": {
@@ -64,9 +66,17 @@ def _settings(tmp_path: Path, target: Target, **options: Any) -> Any:
     return settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ={**os.environ, "TOKEN": SECRET})
 
 
+@asynccontextmanager
+async def sandbox_portal(settings: Any) -> AsyncIterator[RunningPortal]:
+    """A running portal whose catalog already lists the sandbox tools (ready can precede the first rebuild)."""
+    async with running_portal(settings) as portal:
+        await wait_for(lambda: any(t.name == "sandbox__create" for t in portal.gateway.list_tools(ALICE)))
+        yield portal
+
+
 @pytest.fixture
 async def portal(tmp_path: Path, target: Target) -> AsyncIterator[RunningPortal]:
-    async with running_portal(_settings(tmp_path, target)) as portal:
+    async with sandbox_portal(_settings(tmp_path, target)) as portal:
         yield portal
 
 
@@ -247,10 +257,10 @@ async def test_egress_follows_the_callers_policy_and_the_credential_stays_outsid
 
 async def test_sandboxes_and_their_files_survive_a_portal_restart(tmp_path: Path, target: Target) -> None:
     settings = _settings(tmp_path, target)
-    async with running_portal(settings) as first:
+    async with sandbox_portal(settings) as first:
         sid = (await call(first, ALICE, "create", name="durable")).structured_content["id"]  # type: ignore[index]
         await call(first, ALICE, "write_file", sandbox_id=sid, path="notes.txt", content="still here")
-    async with running_portal(settings) as second:
+    async with sandbox_portal(settings) as second:
         listed = await call(second, ALICE, "list")
         assert [s["name"] for s in listed.structured_content["result"]] == ["durable"]  # type: ignore[index]
         read = await call(second, ALICE, "read_file", sandbox_id=sid, path="notes.txt")

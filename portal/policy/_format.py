@@ -192,6 +192,8 @@ class LimitSpec(MatchSpec):
     def _some(self) -> LimitSpec:
         if not self.rate and not self.quota:
             raise ValueError("give 'rate' (e.g. '10/minute'), 'quota' (e.g. '1000/day') or both")
+        if self.rate and self.quota and parse_rate(self.rate)[1] == parse_rate(self.quota)[1]:
+            raise ValueError(f"'rate' ({self.rate}) and 'quota' ({self.quota}) have the same window; keep one")
         return self
 
 

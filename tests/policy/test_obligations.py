@@ -288,3 +288,10 @@ def test_decide_and_explain_agree_on_what_a_call_carries_call_after_call(load: L
                 for args in arguments:
                     request = call(tool, args)
                     assert engine.decide(principal, request) == engine.explain(principal, request).decision
+
+
+def test_a_rate_and_a_quota_over_the_same_window_are_refused(problems: Problems) -> None:
+    same = "version: 1\nlimits:\n  - {name: twice, roles: ['*'], rate: 10/day, quota: 1000/1 days}\n"
+    assert problems(a=same) == [
+        "a.yaml:3: limits[0]: 'rate' (10/day) and 'quota' (1000/1 days) have the same window; keep one"
+    ]

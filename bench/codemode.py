@@ -630,6 +630,7 @@ async def measure_tasks(surface: str, native_surface: int) -> dict[str, dict[str
         (policies / "bench.yaml").write_text(_POLICY)
         raw: dict[str, Any] = {
             "portal": {"data_dir": str(Path(tmp) / "data")},
+            "auth": {"mode": "none"},
             "policy": {"dir": str(policies)},
             "servers": {name: {"module": f"bench.codemode:WORLD.{name}"} for name in SERVERS},
         }

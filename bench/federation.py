@@ -165,6 +165,7 @@ def _start_portal(services: Services, upstream: str, workdir: Path) -> Target:
     config = workdir / "dockyard.toml"
     config.write_text(
         f'[portal]\npublic_url = "http://127.0.0.1:{port}"\ndata_dir = "{workdir / "data"}"\n\n'
+        '[auth]\nmode = "none"\n\n'
         f'[servers.everything]\nurl = "{upstream}"\n'
     )
     dockyard = Path(sys.executable).parent / "dockyard"

@@ -1,4 +1,4 @@
-"""The portal's ASGI application: ``/mcp``, health, readiness and metrics.
+"""The portal's ASGI application: ``/mcp``, ``/oauth``, health, readiness and metrics.
 
 The policy in ``[policy] dir`` is loaded before anything starts (a broken policy stops the portal with
 each problem's file and line) and reloaded while it runs (:class:`portal.policy.ReloadingPolicy`).
@@ -19,11 +19,13 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.admin import admin_routes
+from portal.auth import AuthService, ResourceGuard
 from portal.auth._credentials import upstream_credentials
 from portal.auth._upstream_routes import upstream_oauth_routes
 from portal.config import SHIPPED_POLICIES, Settings, is_loopback_host
@@ -48,6 +50,7 @@ class Portal:
     metrics: Metrics
     session_manager: StreamableHTTPSessionManager
     policy: ReloadingPolicy
+    auth: AuthService | None = None
 
 
 def _transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -62,18 +65,34 @@ def _transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
+def _read_only(gateway: Gateway, name: str) -> bool:
+    """Whether the tool clients call ``name`` declares ``readOnlyHint: true`` (enough for scope ``tools:read``)."""
+    entry = gateway.catalog.tools.get(name)
+    annotations = entry.definition.annotations if entry is not None else None
+    return annotations is not None and annotations.read_only_hint is True
+
+
 def check_startup(settings: Settings) -> None:
     """Refuse settings that are unsafe to serve.
 
     Raises:
-        ConfigError: Auth mode ``none`` on an address other than loopback.
+        ConfigError: Auth mode ``none`` on an address other than loopback, or OAuth over plain http
+            on an address other than loopback.
     """
-    if settings.auth.mode == "none" and not is_loopback_host(settings.portal.bind_host):
+    loopback = is_loopback_host(settings.portal.bind_host)
+    if settings.auth.mode == "none" and not loopback:
         raise ConfigError(
             settings.source,
             "auth.mode",
             f"'none' serves every tool to anyone who can connect, so it is refused on "
             f"{settings.portal.bind_host!r}; bind to 127.0.0.1 or configure authentication",
+        )
+    if settings.auth.mode == "oauth" and not loopback and urlsplit(settings.portal.public_url).scheme != "https":
+        raise ConfigError(
+            settings.source,
+            "portal.public_url",
+            f"OAuth needs https outside loopback (tokens and passwords would cross the network in clear), got "
+            f"{settings.portal.public_url!r}; put the portal behind TLS and set its https URL",
         )
 
 
@@ -113,7 +132,15 @@ def create_app(settings: Settings) -> Starlette:
         security_settings=_transport_security(settings),
         session_idle_timeout=30 * 60,
     )
-    portal = Portal(settings, engine, gateway, metrics, manager, policy)
+    auth: AuthService | None = None
+    middleware: list[Middleware] = []
+    if settings.auth.mode == "oauth":
+        auth = AuthService(settings, engine, sealer)
+        auth.start()
+        read_only = partial(_read_only, gateway)
+        url = settings.portal.public_url
+        middleware.append(Middleware(ResourceGuard, tokens=auth.tokens, public_url=url, read_only_tools=read_only))
+    portal = Portal(settings, engine, gateway, metrics, manager, policy, auth)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -162,7 +189,9 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *admin_routes(gateway.approvals, security=_transport_security(settings)),
             *upstream_oauth_routes(credentials.oauth),
+            *(auth.routes(_transport_security(settings)) if auth is not None else []),
         ],
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.portal = portal

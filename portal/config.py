@@ -22,6 +22,8 @@ from portal.errors import ConfigError
 __all__ = [
     "SHIPPED_POLICIES",
     "AuthSettings",
+    "ClientSettings",
+    "OIDCSettings",
     "PolicySettings",
     "PortalSettings",
     "ServerSettings",
@@ -93,11 +95,75 @@ class PortalSettings(_Strict):
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+_GRANT_TYPES = Literal["authorization_code", "refresh_token", "client_credentials"]
+
+
+class ClientSettings(_Strict):
+    """One ``[auth.clients.ID]`` table: an OAuth client registered by the admin (its client id is ID)."""
+
+    name: str = ""
+    """Shown on the consent page; defaults to the client id."""
+    redirect_uris: list[str] = Field(default_factory=list[str])
+    """Exact redirect URIs (HTTPS, or http on a loopback host, where any port is accepted)."""
+    secret: str | None = None
+    """The client secret (``${VAR}`` expands from the environment); none makes a public client using PKCE alone."""
+    grant_types: list[_GRANT_TYPES] = Field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    """``client_credentials`` makes the client a service principal (an agent, a CI bot): it needs ``secret``."""
+    scopes: list[str] = Field(default_factory=lambda: ["tools:read", "tools:call", "code"])
+    """The most this client may be granted."""
+    groups: list[str] = Field(default_factory=list[str])
+    """Groups of the service principal (``client_credentials``), as policy files name them."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if "client_credentials" in self.grant_types and not self.secret:
+            raise ValueError("'client_credentials' needs a 'secret' (a service principal must authenticate)")
+        if "authorization_code" in self.grant_types and not self.redirect_uris:
+            raise ValueError("'authorization_code' needs at least one entry in 'redirect_uris'")
+        for uri in self.redirect_uris:
+            parts = urlsplit(uri)
+            if parts.fragment or not parts.hostname:
+                raise ValueError(f"redirect URI {uri!r} must be absolute and have no fragment")
+            if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
+                raise ValueError(f"redirect URI {uri!r} must use https (http only on a loopback host)")
+        return self
+
+
+class OIDCSettings(_Strict):
+    """The ``[auth.oidc]`` table: users may log in through this OpenID Connect provider."""
+
+    issuer: str
+    """The provider's issuer URL; its ``/.well-known/openid-configuration`` is fetched (SSRF-checked)."""
+    client_id: str
+    """The portal's client id at the provider."""
+    client_secret: str = ""
+    """The portal's client secret at the provider (``${VAR}`` expands from the environment)."""
+    groups_claim: str = "groups"
+    """The ID token claim whose values become the user's groups."""
+    name: str = "single sign-on"
+    """How the login page names the provider."""
+
+
 class AuthSettings(_Strict):
     """The ``[auth]`` table."""
 
-    mode: Literal["none"] = "none"
-    """``none``: no authentication, allowed only when the portal binds to a loopback address."""
+    mode: Literal["oauth", "none"] = "oauth"
+    """``oauth`` (the default): every request carries an access token from the portal's authorization server.
+    ``none``: no authentication, allowed only when the portal binds to a loopback address."""
+    access_token_ttl: Annotated[int, Field(ge=60, le=86400)] = 3600
+    """Seconds an access token is valid."""
+    refresh_token_ttl: Annotated[int, Field(ge=300, le=365 * 86400)] = 30 * 86400
+    """Seconds a grant lives without use: each refresh rotates the refresh token and restarts this clock."""
+    dynamic_registration: bool = True
+    """Let clients register themselves (RFC 7591), as MCP clients such as Claude do."""
+    client_metadata_documents: bool = True
+    """Accept an HTTPS URL as client id and fetch its Client ID Metadata Document (SSRF-checked)."""
+    clients: dict[str, ClientSettings] = Field(default_factory=dict[str, ClientSettings])
+    """Pre-registered clients by client id."""
+    oidc: OIDCSettings | None = None
+    """Log in through an upstream OpenID Connect provider (besides local accounts)."""
+    admin_group: str = "admins"
+    """Users in this group may grant clients the ``admin`` scope (the admin API)."""
 
 
 class PolicySettings(_Strict):
@@ -333,6 +399,22 @@ def _expand_portal(raw: dict[str, Any], environ: Mapping[str, str], source: str)
         portal["database"] = expand_env(database, environ, source=source, key="portal.database")
 
 
+def _expand_auth(raw: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
+    auth = raw.get("auth")
+    if not isinstance(auth, dict):
+        return
+    table = cast(dict[str, Any], auth)
+    clients = table.get("clients")
+    if isinstance(clients, dict):
+        for client_id, client in cast(dict[str, Any], clients).items():
+            if isinstance(client, dict) and isinstance(secret := cast(dict[str, Any], client).get("secret"), str):
+                key = f"auth.clients.{client_id}.secret"
+                client["secret"] = expand_env(secret, environ, source=source, key=key)
+    oidc = table.get("oidc")
+    if isinstance(oidc, dict) and isinstance(secret := cast(dict[str, Any], oidc).get("client_secret"), str):
+        oidc["client_secret"] = expand_env(secret, environ, source=source, key="auth.oidc.client_secret")
+
+
 def _check_server_names(raw: dict[str, Any], source: str) -> None:
     """Refuse a bad server name under its own key, ``servers.NAME`` (pydantic would report ``servers``)."""
     servers = raw.get("servers")
@@ -373,6 +455,7 @@ def settings_from_mapping(raw: dict[str, Any], *, source: str, base_dir: Path, e
     _check_server_names(raw, source)
     _expand_portal(raw, environ, source)
     _expand_servers(raw, environ, source)
+    _expand_auth(raw, environ, source)
     try:
         settings = Settings.model_validate({**raw, "source": source})
     except ValidationError as error:

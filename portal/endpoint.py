@@ -193,7 +193,12 @@ class _Handlers:
 
     async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         self.connections.remember(ctx)
-        return types.ListToolsResult(tools=self.gateway.list_tools(principal_of(ctx)))
+        principal = principal_of(ctx)
+        tools = self.gateway.list_tools(principal)
+        if principal.kind != "local" and "tools:call" not in principal.scopes:
+            # The token may only call read-only tools (portal/auth/_scopes.py): list no others.
+            tools = [t for t in tools if t.annotations is not None and t.annotations.read_only_hint is True]
+        return types.ListToolsResult(tools=tools)
 
     async def call_tool(
         self, ctx: Ctx, params: types.CallToolRequestParams

@@ -72,9 +72,13 @@ class RunningPortal:
         return self.portal.gateway
 
 
-def make_settings(tmp_path: Path, servers: dict[str, dict[str, Any]], **portal: Any) -> Settings:
+def make_settings(
+    tmp_path: Path, servers: dict[str, dict[str, Any]], *, auth: dict[str, Any] | None = None, **portal: Any
+) -> Settings:
+    """Settings for a test portal; authentication is off (``auth = {mode = "none"}``) unless ``auth`` says otherwise."""
     raw: dict[str, Any] = {
         "portal": {"data_dir": str(tmp_path / "data"), "health_interval": 1.0, "retry_max_backoff": 1.0, **portal},
+        "auth": auth if auth is not None else {"mode": "none"},
         "servers": servers,
     }
     return settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ=os.environ)

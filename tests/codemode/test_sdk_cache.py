@@ -40,7 +40,11 @@ async def _execute(client: Client, code: str) -> dict[str, Any]:
 
 
 def _settings(tmp_path: Path, policy_dir: Path | None = None) -> Any:
-    raw: dict[str, Any] = {"portal": {"data_dir": str(tmp_path / "data")}, "servers": {"shelf": SHELF}}
+    raw: dict[str, Any] = {
+        "portal": {"data_dir": str(tmp_path / "data")},
+        "auth": {"mode": "none"},
+        "servers": {"shelf": SHELF},
+    }
     if policy_dir is not None:
         raw["policy"] = {"dir": str(policy_dir)}
     return settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ=os.environ)

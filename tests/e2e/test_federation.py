@@ -308,6 +308,7 @@ async def test_the_portal_killed_with_sigkill_leaves_no_stdio_child_behind(tmp_p
     everything = everything_stdio()
     config.write_text(
         f'[portal]\npublic_url = "http://127.0.0.1:{port}"\ndata_dir = "{tmp_path / "data"}"\n'
+        '[auth]\nmode = "none"\n'
         f'[servers.a]\ncommand = "{everything["command"]}"\nargs = ["{everything["args"][0]}"]\n'
         f'[servers.b]\ncommand = "{everything["command"]}"\nargs = ["{everything["args"][0]}"]\n',
         encoding="utf-8",

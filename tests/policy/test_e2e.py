@@ -48,6 +48,7 @@ NO_READ = "version: 1\nrules:\n  - {name: no-read, effect: deny, roles: ['*'], t
 def settings_for(tmp_path: Path, policy_dir: Path) -> Settings:
     raw = {
         "portal": {"data_dir": str(tmp_path / "data"), "health_interval": 1.0},
+        "auth": {"mode": "none"},
         "policy": {"dir": str(policy_dir)},
         "servers": {"notes": {"module": "tests.policy.notes_server:server"}},
     }

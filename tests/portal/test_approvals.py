@@ -59,6 +59,7 @@ def raw_config(tmp_path: Path, database: str | None = None, **policy: Any) -> di
         portal["database"] = database
     return {
         "portal": portal,
+        "auth": {"mode": "none"},
         "policy": {"dir": str(policy_dir), **policy},
         "servers": {"bank": {"module": "tests.portal.bank_server:server"}},
     }

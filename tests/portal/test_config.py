@@ -33,7 +33,7 @@ def test_defaults_load_with_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (settings.portal.bind_host, settings.portal.bind_port) == ("127.0.0.1", 8000)
     assert settings.portal.data_dir == tmp_path / ".dockyard"
     assert settings.database_url == f"sqlite:///{tmp_path / '.dockyard' / 'dockyard.db'}"
-    assert settings.auth.mode == "none"
+    assert settings.auth.mode == "oauth"  # OAuth unless a config says [auth] mode = "none"
     assert settings.servers == {}
 
 
@@ -139,7 +139,22 @@ BAD_INPUTS = {
     ),
     "module without an attribute": ("[servers.a]\nmodule = 'pkg.mod'\n", "servers.a", "'module' must look like"),
     "number out of range": ("[portal]\nmax_stdio_children = 0\n", "portal.max_stdio_children", "greater than"),
-    "auth mode this version lacks": ("[auth]\nmode = 'oauth'\n", "auth.mode", "'none'"),
+    "auth mode this version lacks": ("[auth]\nmode = 'ldap'\n", "auth.mode", "'oauth' or 'none'"),
+    "client credentials without a secret": (
+        "[auth.clients.ci]\ngrant_types = ['client_credentials']\n",
+        "auth.clients.ci",
+        "'client_credentials' needs a 'secret'",
+    ),
+    "a redirect uri over plain http elsewhere than loopback": (
+        "[auth.clients.app]\nredirect_uris = ['http://app.example.com/cb']\n",
+        "auth.clients.app",
+        "must use https (http only on a loopback host)",
+    ),
+    "unset variable in a client secret": (
+        "[auth.clients.ci]\ngrant_types = ['client_credentials']\nsecret = '${CI_SECRET}'\n",
+        "auth.clients.ci.secret",
+        "environment variable 'CI_SECRET' is not set",
+    ),
     "wrong type": ("[servers.a]\ncommand = 'x'\nargs = 'not a list'\n", "servers.a.args", "valid list"),
     "unset variable without default": (
         "[servers.a]\ncommand = 'x'\nargs = ['--token', '${TOKEN}']\n",

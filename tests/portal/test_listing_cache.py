@@ -70,6 +70,7 @@ async def test_a_listing_is_decided_once_per_principal_until_the_policy_changes(
     policy_dir = write_files(tmp_path / "policies", main=POLICY)
     raw: dict[str, Any] = {
         "portal": {"data_dir": str(tmp_path / "data")},
+        "auth": {"mode": "none"},
         "policy": {"dir": str(policy_dir)},
         "servers": {"notes": {"module": "tests.policy.notes_server:server"}},
     }

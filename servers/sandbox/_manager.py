@@ -49,7 +49,7 @@ from servers.sandbox._backend import (
 )
 from servers.sandbox._proxy import EgressEvent, EgressProxy, split_pattern
 from servers.sandbox._settings import SandboxSettings
-from servers.sandbox._workspace import can_limit_disk, mount_workspace, unmount_workspace
+from servers.sandbox._workspace import can_limit_disk, mount_control, mount_workspace, unmount_workspace
 
 __all__ = ["Record", "SandboxManager", "covered"]
 
@@ -344,8 +344,8 @@ class SandboxManager:
         spec = self._spec(record)
         self.runtime_root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.runtime_dir(record.id).mkdir(mode=0o711, exist_ok=True)
-        for path in (spec.control_dir, spec.state_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        spec.state_dir.mkdir(parents=True, exist_ok=True)
+        await mount_control(spec.control_dir)
         _own(spec.control_dir)
         with contextlib.suppress(FileNotFoundError):
             (spec.control_dir / "agent.sock").unlink()
@@ -384,10 +384,15 @@ class SandboxManager:
                 live.proxy_task.cancel()
                 live.proxy_task = None
                 live.proxy = None
-            try:
-                await unmount_workspace(self.workspace_dir(sandbox_id))
-            except SandboxError as error:
-                logger.warning("sandbox %s: %s", sandbox_id, error)
+            for mounted in (self.workspace_dir(sandbox_id), self.runtime_dir(sandbox_id) / "control"):
+                try:
+                    await unmount_workspace(mounted)
+                except SandboxError as error:
+                    logger.warning("sandbox %s: %s", sandbox_id, error)
+            run = self.runtime_dir(sandbox_id)
+            mounts = (self.workspace_dir(sandbox_id), run / "control")
+            if self.runtime_root != self.root and not any(os.path.ismount(m) for m in mounts):
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(run, ignore_errors=True))
 
     # -- egress ---------------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ __all__ = ["Credential", "EgressEvent", "EgressProxy", "host_allowed", "matching
 
 _MAX_HEAD = 64 * 1024
 _CONNECT_TIMEOUT = 10.0
+_HEAD_TIMEOUT = 30.0
 _HOP_BY_HOP = frozenset(
     {"connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "te", "trailer",
      "upgrade", "host"}
@@ -161,7 +162,11 @@ class EgressProxy:
     async def _handle(self, client: SocketStream) -> None:
         async with client:
             try:
-                head, rest = await _read_head(client)
+                with anyio.fail_after(_HEAD_TIMEOUT):
+                    head, rest = await _read_head(client)
+            except TimeoutError:
+                await _refuse(client, 408, "no complete request head in time")
+                return
             except _Refused as refused:
                 await _refuse(client, refused.status, refused.reason)
                 return
@@ -289,7 +294,13 @@ async def _read_head(client: SocketStream) -> tuple[bytes, bytes]:
 
 
 async def _refuse(client: SocketStream, status: int, reason: str) -> None:
-    phrase = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}
+    phrase = {
+        400: "Bad Request",
+        403: "Forbidden",
+        408: "Request Timeout",
+        431: "Request Header Fields Too Large",
+        502: "Bad Gateway",
+    }
     body = f"dockyard egress proxy: {reason}\n".encode()
     head = (
         f"HTTP/1.1 {status} {phrase.get(status, 'Error')}\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -1,4 +1,4 @@
-"""A sandbox's persistent, size-limited workspace on the host, shared by every backend.
+"""The host directories a box writes to, size-limited, shared by every backend: workspace and control.
 
 As root, the workspace is an ext4 image file (sparse, ``disk_mb`` large) loop-mounted ``nosuid,nodev``
 at the workspace directory, so filling it fills only the image. Without root (or without
@@ -18,7 +18,7 @@ import anyio
 
 from servers.sandbox._backend import SANDBOX_GID, SANDBOX_UID, SandboxStateError
 
-__all__ = ["can_limit_disk", "mount_workspace", "unmount_workspace"]
+__all__ = ["can_limit_disk", "mount_control", "mount_workspace", "unmount_workspace"]
 
 logger = logging.getLogger("sandbox")
 
@@ -72,10 +72,26 @@ async def mount_workspace(image: Path, mountpoint: Path, *, size_mb: int) -> boo
 
 
 async def unmount_workspace(mountpoint: Path) -> None:
-    """Unmount a loop-mounted workspace (no-op for a plain directory or one not mounted).
+    """Unmount a loop-mounted workspace or a control tmpfs (no-op for a plain directory or one not mounted).
 
     Raises:
         SandboxStateError: The workspace stays mounted (something still uses it).
     """
     if os.path.ismount(mountpoint):
         await _run("umount", str(mountpoint))
+
+
+async def mount_control(path: Path) -> None:
+    """Make the control directory a tiny tmpfs owned by 65534 (as root; else a plain directory).
+
+    A box can write there (its agent creates its socket), so it must not be able to fill the host's disk.
+
+    Raises:
+        SandboxStateError: The tmpfs cannot be mounted.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return
+    if not os.path.ismount(path):
+        options = f"size=256k,nr_inodes=64,mode=0755,uid={SANDBOX_UID},gid={SANDBOX_GID},nosuid,nodev,noexec"
+        await _run("mount", "-t", "tmpfs", "-o", options, "dockyard-sandbox-control", str(path))

@@ -263,3 +263,15 @@ async def test_another_principals_sandbox_cannot_be_touched(box: Box, tmp_path: 
     _, out = await box.sh("cat /workspace/diary")
     assert out.strip() == "alice-private"
     await host_is_healthy(tmp_path)
+
+
+async def test_the_control_directory_cannot_fill_the_host(box: Box, tmp_path: Path) -> None:
+    """Attempts to fill the host's disk through the one other writable mount, the agent's control directory."""
+    _, out = await box.sh(
+        "head -c 50000000 /dev/zero > /run/dockyard/control/fill; echo exit=$?; rm -f /run/dockyard/control/fill"
+    )
+    assert "exit=0" not in out
+    assert "No space left" in out, out
+    _, out = await box.sh("echo still here")
+    assert out.strip() == "still here"
+    await host_is_healthy(tmp_path)

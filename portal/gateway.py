@@ -528,16 +528,17 @@ class Gateway:
             reason=decision.reason,
             policy_version=self.policy.version,
         )
-        if approval.status == "approved" and await self.approvals.consume(approval.id):
-            trace.approval = approval.id
-            trace.decision = Decision(
-                allowed=True,
-                rule=decision.rule,
-                limits=decision.limits,
-                redactions=decision.redactions,
-                egress=decision.egress,
-            )
-            return None
+        if approval.status == "approved":
+            # Limits first: a call refused by a limit keeps its approval for the retry. (A call that loses the
+            # race for the approval below has spent a count without running: the rarer, cheaper failure.)
+            if decision.limits and (limited := await self._admit(trace)) is not None:
+                return limited
+            if await self.approvals.consume(approval.id):
+                trace.approval = approval.id
+                trace.decision = Decision(  # limits admitted above
+                    allowed=True, rule=decision.rule, redactions=decision.redactions, egress=decision.egress
+                )
+                return None
         if approval.status == "denied":
             note = f": {approval.note}" if approval.note else ""
             message = f"denied by {approval.decided_by} (approval {approval.id}){note}"

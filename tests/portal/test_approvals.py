@@ -197,7 +197,8 @@ async def test_approvals_survive_a_restart_and_are_decided_with_the_cli(
 ) -> None:
     config = tmp_path / "dockyard.toml"
     config.write_text(
-        f'[portal]\ndata_dir = "{tmp_path / "data"}"\n[policy]\ndir = "{tmp_path / "policies"}"\n'
+        f'[portal]\ndata_dir = "{tmp_path / "data"}"\n[auth]\nmode = "none"\n'
+        f'[policy]\ndir = "{tmp_path / "policies"}"\n'
         '[servers.bank]\nmodule = "tests.portal.bank_server:server"\n',
         encoding="utf-8",
     )
@@ -271,3 +272,21 @@ async def test_the_admin_api_lists_shows_and_decides_but_refuses_cross_site_requ
         assert again.status_code == 409 and "is approved by http:local, not pending" in again.json()["error"]
         assert (await http.post(f"/admin/approvals/{held}/launch", json={})).status_code == 404
         assert text_of(await transfer(portal.gateway)) == "sent 10 to eve"
+
+
+async def test_an_approved_call_refused_by_a_rate_limit_keeps_its_approval(tmp_path: Path) -> None:
+    limit = "version: 1\nlimits:\n  - {name: one-transfer, roles: [owner], tools: [bank__transfer], rate: 1/hour}\n"
+    settings = settings_for(tmp_path)
+    write_files(tmp_path / "policies", limit=limit)
+    async with running_portal(settings) as portal:
+        gateway = portal.gateway
+        first = approval_id(await transfer(gateway))
+        gateway.approvals.decide(first, approve=True, by="admin")
+        assert text_of(await transfer(gateway)) == "sent 10 to eve"
+
+        second = approval_id(await transfer(gateway, amount=20))
+        gateway.approvals.decide(second, approve=True, by="admin")
+        limited = await transfer(gateway, amount=20)
+        assert limited.is_error and "one-transfer" in text_of(limited)
+        assert gateway.approvals.get(second).status == "approved"  # still usable once the hour is over
+    assert bank_server.LEDGER == [("eve", 10)]

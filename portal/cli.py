@@ -18,6 +18,8 @@
 ``dockyard audit export [--since T] [--until T]``  every record as JSONL on stdout
 ``dockyard secrets set S --header N | --env N``  store an upstream secret, encrypted (value from a prompt or stdin)
 ``dockyard secrets list [S]`` / ``delete S ...``  names of stored secrets and OAuth grants; delete one
+``dockyard users add NAME [--group G]`` / ``list`` / ``disable NAME``  local accounts (password from a prompt or stdin)
+``dockyard token create --subject S --scope SC [--ttl 30d]`` / ``list`` / ``revoke GRANT``  tokens for scripts
 ``dockyard servers authorize S``  the consent link that lets the portal list an ``auth = "oauth"`` server
 
 Exit status: 0 on success, 1 when a check or test found problems, 2 on an error (bad config, bad input).
@@ -509,6 +511,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_approvals_commands(commands.add_parser("approvals", help="list, approve and deny calls held for approval"))
     _add_audit_commands(commands.add_parser("audit", help="verify, tail, search and export the audit log"))
     add_secrets_commands(commands.add_parser("secrets", help="upstream secrets in the encrypted vault"), _settings)
+    from portal.auth._cli import add_token_commands, add_users_commands
+
+    add_users_commands(commands.add_parser("users", help="local user accounts: add, list, disable"), _settings)
+    add_token_commands(commands.add_parser("token", help="access tokens for scripts: create, list, revoke"), _settings)
     return parser
 
 

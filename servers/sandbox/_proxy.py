@@ -254,7 +254,7 @@ class EgressProxy:
         upstream_port = port
         if credential is not None and credential.scheme == "https" and url.port is None:
             upstream_port = 443
-        address, _ = await self._check(method, host, port)
+        address, _ = await self._check(method, host, upstream_port)  # where the request really goes
         injected = {k.lower(): v for k, v in (credential.headers if credential else {}).items()}
         headers = [
             line
@@ -277,7 +277,7 @@ class EgressProxy:
             except (OSError, ssl.SSLError) as error:
                 await raw.aclose()
                 raise _Refused(502, f"TLS to {host} failed: {error}") from None
-        self._event(method, host, port, allowed=True, reason="forwarded", credential=credential is not None)
+        self._event(method, host, upstream_port, allowed=True, reason="forwarded", credential=credential is not None)
         async with upstream:
             await upstream.send(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
             await _splice(client, upstream)

@@ -281,6 +281,7 @@ class Gateway:
         """Ready once every enabled upstream has had its first chance to connect."""
         while any(u.state == "starting" for u in self.upstreams.values()):
             await anyio.sleep(0.05)
+        await self.rebuild()  # a connection's own rebuild may still be queued: ready means listed
         self.ready.set()
 
     async def _watch_pins(self) -> None:

@@ -59,13 +59,13 @@ async def _through_proxy(proxy: EgressProxy, path: Path, request: bytes) -> byte
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen()
+    response = b""
     async with anyio.create_task_group() as tg:
         tg.start_soon(proxy.serve, listener)
         with anyio.fail_after(10):
             stream = await anyio.connect_unix(path)
             async with stream:
                 await stream.send(request)
-                response = b""
                 try:
                     while True:
                         response += await stream.receive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -177,3 +178,23 @@ def test_options_are_validated_with_the_offending_key() -> None:
     )
     assert parsed.backend_options == {"image": "x"}
     assert parsed.credentials[0].scheme == "https"
+
+
+async def test_bubblewrap_puts_each_box_in_cgroups_with_its_limits(backend: Backend, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("cgroup limits need root")
+    assert isinstance(backend, BubblewrapBackend)
+    manager = _manager(backend, tmp_path / "sandboxes")
+    async with manager.running():
+        box = await make_box(manager, "user:alice")
+        dirs = {d.relative_to("/sys/fs/cgroup").parts[0]: d for d in backend.cgroup_dirs(box.record.id)}
+        assert set(dirs) == {"memory", "pids", "cpu"}
+        assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(SMALL.memory_mb * 1024 * 1024)
+        assert (dirs["pids"] / "pids.max").read_text().strip() == str(SMALL.pids)
+        assert (dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == str(int(SMALL.cpus * 100000))
+        _, out = await box.sh("cat /proc/self/status | grep -E '^(Uid|NoNewPrivs)'")
+        assert "65534" in out and "NoNewPrivs:\t1" in out
+        inside = {int(p) for p in (dirs["pids"] / "cgroup.procs").read_text().split()}
+        assert len(inside) >= 2  # bwrap, its init and the agent
+        await manager.stop(box.record.id)
+        assert not any(d.exists() for d in dirs.values())

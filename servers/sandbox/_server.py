@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -74,6 +75,10 @@ class ExecOutput(BaseModel):
     stderr_truncated: bool
     timed_out: bool
     duration_seconds: float
+    egress_blocked: list[str] = Field(
+        default_factory=list[str],
+        description="Requests the egress proxy refused while the command ran ('METHOD host:port: reason').",
+    )
 
 
 class FileContent(BaseModel):
@@ -313,6 +318,7 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
             chunks += 1
             await ctx.report_progress(chunks, message=f"{stream}: {_text(chunk)[-2000:]}")
 
+        began = time.time()
         async with manager.use(principal, sandbox_id, policy_egress=policy) as agent:
             result = await agent.exec(
                 argv,
@@ -331,6 +337,11 @@ def build_server(manager: SandboxManager) -> MCPServer[Any]:  # noqa: C901 - one
             stderr_truncated=result.stderr_truncated,
             timed_out=result.timed_out,
             duration_seconds=round(result.duration, 4),
+            egress_blocked=[
+                f"{e.method} {e.host}:{e.port}: {e.reason}"
+                for e in manager.events(principal, sandbox_id)
+                if not e.allowed and e.time >= began
+            ],
         )
 
     @server.tool(

@@ -249,6 +249,15 @@ async def test_egress_follows_the_callers_policy_and_the_credential_stays_outsid
         ("127.0.0.1", True, True)
     ]
 
+    blocked = await call(
+        portal, ALICE, "run_python", sandbox_id=sid,
+        code="import urllib.request\ntry:\n    urllib.request.urlopen('http://example.com/')\n"
+        "except Exception as e:\n    print(e)",
+    )  # fmt: skip
+    assert blocked.structured_content["egress_blocked"] == [  # type: ignore[index]
+        "GET example.com:80: example.com:80 is not in this sandbox's egress allow-list"
+    ]
+
     refused = await call(portal, BOB, "create", egress=[f"127.0.0.1:{target.port}"])
     assert refused.is_error and "not allowed for you" in text(refused)
     offline = await call(portal, BOB, "create")

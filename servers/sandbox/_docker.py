@@ -120,7 +120,7 @@ class DockerBackend:
         timeout = options.get("timeout", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise BackendUnavailableError(f"docker sandbox option 'timeout' must be a positive number, not {timeout!r}")
-        self.timeout = int(timeout)
+        self.timeout = max(1, round(timeout))
         self._client: docker.DockerClient | None = None
         self._client_lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(8)
@@ -246,7 +246,7 @@ class DockerBackend:
         memory = limits.memory_mb * _MiB
         return {
             "image": self.image,
-            "command": ["python3", "-I", "-S", AGENT_PATH],
+            "command": ["/usr/bin/python3", "-I", "-S", AGENT_PATH],
             "name": CONTAINER_PREFIX + spec.id,
             "hostname": "sandbox",
             "labels": {LABEL: spec.id},

@@ -307,7 +307,8 @@ async def test_a_box_that_cannot_start_is_reported_and_removed(backend: DockerBa
         broken = DockerBackend({"image": "dockyard-test-empty:latest"})
         spec = make_spec(box_root)
         with pytest.raises(
-            SandboxStateError, match=rf"box {spec.id!r} exited before its agent answered: .*exec python3 failed"
+            SandboxStateError,
+            match=rf"box {spec.id!r} exited before its agent answered: .*exec /usr/bin/python3",
         ):
             await broken.start(spec)
         assert not await broken.is_running(spec.id)

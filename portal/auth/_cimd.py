@@ -14,21 +14,42 @@ from urllib.parse import urlsplit
 from portal.auth._errors import ClientMetadataError
 from portal.auth._fetch import FetchError, FetchPolicy, fetch_json
 
-__all__ = ["DocumentFetcher", "fetch_client_document", "is_metadata_url", "validate_document"]
+__all__ = [
+    "POLICY",
+    "DocumentFetcher",
+    "document_fetcher",
+    "fetch_client_document",
+    "is_metadata_url",
+    "validate_document",
+]
 
 DocumentFetcher = Callable[[str], Awaitable[Mapping[str, object]]]
 """``url -> JSON object``: fetches a document whose URL a client chose, refusing what is not safe to reach."""
 
-_POLICY = FetchPolicy(timeout=5.0, max_bytes=64 * 1024, max_redirects=0)
+POLICY = FetchPolicy(timeout=5.0, max_bytes=64 * 1024, max_redirects=0)
+"""Limits of a metadata document fetch: 5 s, 64 KiB, no redirects."""
 
 
-def is_metadata_url(client_id: str) -> bool:
+def is_metadata_url(client_id: str, *, insecure_hosts: frozenset[str] = frozenset()) -> bool:
     """Whether ``client_id`` is shaped like a Client ID Metadata Document URL (HTTPS, with a path)."""
     parts = urlsplit(client_id)
-    return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/") and not parts.fragment
+    secure = parts.scheme == "https" or (parts.scheme == "http" and (parts.hostname or "") in insecure_hosts)
+    return secure and bool(parts.hostname) and parts.path not in ("", "/") and not parts.fragment
 
 
-async def fetch_client_document(url: str, *, policy: FetchPolicy = _POLICY) -> Mapping[str, object]:
+def document_fetcher(insecure_hosts: frozenset[str]) -> DocumentFetcher:
+    """The SSRF-safe fetcher, exempting the development hosts of ``[portal] insecure_fetch_hosts``."""
+    policy = FetchPolicy(
+        timeout=POLICY.timeout, max_bytes=POLICY.max_bytes, max_redirects=0, insecure_hosts=insecure_hosts
+    )
+
+    async def fetch(url: str) -> Mapping[str, object]:
+        return await fetch_client_document(url, policy=policy)
+
+    return fetch
+
+
+async def fetch_client_document(url: str, *, policy: FetchPolicy = POLICY) -> Mapping[str, object]:
     """Fetch the metadata document at ``url`` (the default :data:`DocumentFetcher`).
 
     Raises:

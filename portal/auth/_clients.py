@@ -143,14 +143,21 @@ class ClientStore:
         engine: The portal's database.
         configured: Pre-registered clients by client id.
         fetcher: Fetches a Client ID Metadata Document; None turns the feature off.
+        insecure_hosts: Hosts whose documents may be fetched over plain http (development and tests).
     """
 
     def __init__(
-        self, engine: Engine, *, configured: Mapping[str, ClientSettings], fetcher: DocumentFetcher | None
+        self,
+        engine: Engine,
+        *,
+        configured: Mapping[str, ClientSettings],
+        fetcher: DocumentFetcher | None,
+        insecure_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.engine = engine
         self.configured = {cid: client_from_settings(cid, s) for cid, s in configured.items()}
         self.fetcher = fetcher
+        self.insecure_hosts = insecure_hosts
 
     def query(self, client_id: str) -> Client | None:
         """The client with ``client_id``, or None. Runs in a worker thread (it may fetch a document)."""
@@ -160,7 +167,7 @@ class ClientStore:
             record = session.get(ClientRecord, client_id)
         if record is not None and (record.expires_at is None or aware(record.expires_at) > utcnow()):
             return _from_record(record)
-        if self.fetcher is None or not is_metadata_url(client_id):
+        if self.fetcher is None or not is_metadata_url(client_id, insecure_hosts=self.insecure_hosts):
             return None
         try:
             return self._fetch_document(client_id)

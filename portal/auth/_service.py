@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from portal.auth._cimd import DocumentFetcher, fetch_client_document
+from portal.auth._cimd import DocumentFetcher, document_fetcher
 from portal.auth._clients import ClientStore
 from portal.auth._errors import AuthError
 from portal.auth._guard import ResourceGuard
@@ -33,6 +33,8 @@ from portal.store._auth_tables import GrantRecord
 __all__ = ["CLI_CLIENT_ID", "MAX_TOKEN_TTL", "AuthService"]
 
 logger = logging.getLogger("portal.auth")
+# authlib logs issued tokens and codes at DEBUG ("Issue token %r to %r"): never let them reach a log.
+logging.getLogger("authlib").setLevel(logging.INFO)
 
 CLI_CLIENT_ID = "dockyard-cli"
 """The client id of tokens minted by ``dockyard token create``."""
@@ -76,7 +78,8 @@ class AuthService:
         settings: The portal's settings (``[auth]`` and ``[portal] public_url``).
         engine: The portal's database.
         sealer: Seals session cookies and CSRF tokens.
-        fetcher: Fetches Client ID Metadata Documents (the SSRF-safe fetcher by default).
+        fetcher: Fetches Client ID Metadata Documents; by default the SSRF-safe fetcher, which reaches
+            ``[portal] insecure_fetch_hosts`` over plain http. None turns metadata documents off.
     """
 
     def __init__(
@@ -85,9 +88,12 @@ class AuthService:
         engine: Engine,
         sealer: Sealer,
         *,
-        fetcher: DocumentFetcher | None = fetch_client_document,
+        fetcher: DocumentFetcher | Literal["default"] | None = "default",
     ) -> None:
         auth = settings.auth
+        insecure = frozenset(h.lower() for h in settings.portal.insecure_fetch_hosts)
+        if fetcher == "default":
+            fetcher = document_fetcher(insecure)
         self.issuer = issuer = settings.portal.public_url
         self.resources = (f"{issuer}/mcp", f"{issuer}/mcp/code", f"{issuer}/admin", issuer)
         self.ledger = Ledger(engine)
@@ -95,7 +101,9 @@ class AuthService:
         self.tokens = TokenService(issuer=issuer, keys=self.keys, ledger=self.ledger, access_ttl=auth.access_token_ttl)
         self.users = UserStore(engine)
         documents = auth.client_metadata_documents and fetcher is not None
-        self.clients = ClientStore(engine, configured=auth.clients, fetcher=fetcher if documents else None)
+        self.clients = ClientStore(
+            engine, configured=auth.clients, fetcher=fetcher if documents else None, insecure_hosts=insecure
+        )
         self.server = PortalAuthorizationServer(
             issuer=issuer,
             resources=self.resources,

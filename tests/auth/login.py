@@ -156,3 +156,108 @@ def client_metadata(**extra: Any) -> OAuthClientMetadata:
             **extra,
         }
     )
+
+
+def pkce() -> tuple[str, str]:
+    """A PKCE verifier and its S256 challenge."""
+    import base64
+    import hashlib
+    import secrets
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+@dataclass
+class Flow:
+    """One OAuth client of a running portal, driven by hand (for the adversarial tests)."""
+
+    http: httpx.AsyncClient
+    base: str
+    client_id: str = ""
+    client_secret: str | None = None
+    verifier: str = ""
+
+    async def register(self, **metadata: Any) -> dict[str, Any]:
+        body = {
+            "client_name": "Test Assistant",
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            **metadata,
+        }
+        response = await self.http.post(f"{self.base}/oauth/register", json=body)
+        assert response.status_code == 201, response.text
+        info: dict[str, Any] = response.json()
+        self.client_id, self.client_secret = info["client_id"], info.get("client_secret")
+        return info
+
+    def params(self, **overrides: str | None) -> dict[str, str]:
+        self.verifier, challenge = pkce()
+        params: dict[str, str | None] = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": REDIRECT,
+            "state": "state-1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "resource": f"{self.base}/mcp",
+            "scope": "tools:read tools:call",
+            **overrides,
+        }
+        return {k: v for k, v in params.items() if v is not None}
+
+    async def authorize(self, browser: Browser, **overrides: str | None) -> httpx.Response:
+        """Run the authorization request through login and consent; returns the last response."""
+        from urllib.parse import urlencode as encode
+
+        await browser.visit(f"{self.base}/oauth/authorize?{encode(self.params(**overrides))}")
+        assert browser.final is not None
+        return browser.final
+
+    async def code(self, browser: Browser, **overrides: str | None) -> str:
+        response = await self.authorize(browser, **overrides)
+        query = parse_qs(urlsplit(response.headers.get("location", "")).query)
+        assert "code" in query, (response.status_code, response.headers.get("location"), response.text[-300:])
+        return query["code"][0]
+
+    def _auth(self) -> httpx.BasicAuth | None:
+        return httpx.BasicAuth(self.client_id, self.client_secret) if self.client_secret else None
+
+    async def token(self, **form: str) -> httpx.Response:
+        data = {"client_id": self.client_id, **form}
+        return await self.http.post(
+            f"{self.base}/oauth/token", data=data, auth=self._auth() or httpx.USE_CLIENT_DEFAULT
+        )
+
+    async def exchange(self, code: str, **overrides: str) -> httpx.Response:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": self.verifier,
+        }
+        return await self.token(**{**form, **overrides})
+
+    async def refresh(self, refresh_token: str) -> httpx.Response:
+        return await self.token(grant_type="refresh_token", refresh_token=refresh_token)
+
+    async def endpoint(self, name: str, **form: str) -> httpx.Response:
+        data = {"client_id": self.client_id, **form}
+        return await self.http.post(
+            f"{self.base}/oauth/{name}", data=data, auth=self._auth() or httpx.USE_CLIENT_DEFAULT
+        )
+
+
+async def mcp_post(
+    http: httpx.AsyncClient, url: str, token: str | None, method: str, params: dict[str, Any] | None = None
+) -> httpx.Response:
+    """One JSON-RPC request to the portal's MCP endpoint (the guard answers before any session exists)."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+    return await http.post(url, json=body, headers=headers)
+
+
+INITIALIZE = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}

@@ -5,25 +5,33 @@ set; each SDK function targets the tool's exposed name, and the executor's hook 
 ``gateway.call_tool(principal, name, arguments, channel=NULL_CHANNEL)`` — so every SDK call passes the
 choke point (policy, credentials, audit) with the caller's identity. The two tool descriptions are fixed
 text: their size does not grow with the catalog.
+
+A call the policy holds for approval pauses the script at that call: ``execute`` answers ``paused`` with the
+approval and a run id, the paused run is kept in the database (:mod:`codemode._runs`), and
+``execute(resume=RUN)`` continues it once an admin has decided — after a restart too — without repeating
+any earlier call.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
+import anyio
 import mcp_types as types
 from mcp.server import Server
 from mcp.shared.exceptions import MCPError
 
-from codemode._executor import ExecuteResult, MontyExecutor, ToolError
-from codemode._sdk import GeneratedSdk, generate_sdk
+from codemode._executor import ApprovalPending, ExecuteResult, MontyExecutor, PausedState, ToolError
+from codemode._runs import RunError, RunStore
+from codemode._sdk import GeneratedSdk, ToolCaller, generate_sdk
 from codemode._search import Detail, SdkIndex
+from portal.approvals import APPROVAL_META
 from portal.catalog import Catalog
 from portal.channel import NULL_CHANNEL
 from portal.endpoint import Ctx, principal_of
-from portal.errors import UnknownTargetError
+from portal.errors import ApprovalError, UnknownTargetError
 from portal.gateway import Gateway
 from portal.principal import Principal
 
@@ -47,7 +55,9 @@ environment access, and only the standard library's pure modules (json, re, math
 script is type-checked against the SDK first: type errors come back with line numbers and nothing runs. \
 A tool call that fails raises `ToolError` ("<tool>: <error>"), which the script may catch. Optional \
 arguments default to OMIT (not sent); None is sent as null. Limits: CPU time, memory, number of tool \
-calls and output size; output past the limit is cut and `truncated` is set."""
+calls and output size; output past the limit is cut and `truncated` is set. A call that needs an \
+admin's approval pauses the script (`status: paused`); once it is decided, `execute` with `resume` set \
+to the run id continues from that call."""
 
 _SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -60,8 +70,10 @@ _SEARCH_SCHEMA: dict[str, Any] = {
 }
 _EXECUTE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"code": {"type": "string", "description": "The Python script to run."}},
-    "required": ["code"],
+    "properties": {
+        "code": {"type": "string", "description": "The Python script to run."},
+        "resume": {"type": "string", "description": "The run id of a paused run to continue (instead of code)."},
+    },
 }
 _TOOLS = [
     types.Tool(name="search", description=SEARCH_DESCRIPTION, input_schema=_SEARCH_SCHEMA),
@@ -87,6 +99,7 @@ class _CodeMode:
     def __init__(self, gateway: Gateway, executor: MontyExecutor) -> None:
         self.gateway = gateway
         self.executor = executor
+        self.runs = RunStore(gateway.engine)
         self._catalog: Catalog | None = None
         self._cache: dict[tuple[str, ...], tuple[GeneratedSdk, SdkIndex]] = {}
 
@@ -140,10 +153,35 @@ class _CodeMode:
         )
 
     async def execute(self, principal: Principal, arguments: dict[str, Any]) -> types.CallToolResult:
-        code = arguments.get("code")
+        code, resume = arguments.get("code"), arguments.get("resume")
+        if resume is not None:
+            if not isinstance(resume, str) or code is not None:
+                return _error(f"'resume' must be the run id of a paused run, without 'code'; got {resume!r}")
+            return await self.resume(principal, resume)
         if not isinstance(code, str) or not code.strip():
             return _error(f"'code' must be a non-empty string of Python, got {code!r}")
         sdk, _ = self.sdk_for(principal)
+        return await self._answer(principal, await self.executor.run(sdk, code, self._caller(principal)))
+
+    async def resume(self, principal: Principal, run_id: str) -> types.CallToolResult:
+        """Continue a paused run once its approval is decided; while it is pending, say so again."""
+        try:
+            approval_id = await self.runs.approval_of(principal, run_id)
+            approval = await anyio.to_thread.run_sync(self.gateway.approvals.get, approval_id)
+            if approval.status == "pending":
+                return _paused(run_id, approval_id, _still_pending(approval_id), calls=[], calls_total=0)
+            claimed = await self.runs.claim(principal, run_id)
+        except (RunError, ApprovalError) as error:
+            return _error(str(error))
+        sdk, _ = self.sdk_for(principal)
+        paused = PausedState(claimed.snapshot, claimed.state)
+        try:
+            outcome = await self.executor.resume(sdk, paused, self._caller(principal))
+        finally:
+            await self.runs.finish(run_id)
+        return await self._answer(principal, outcome)
+
+    def _caller(self, principal: Principal) -> ToolCaller:
         gateway = self.gateway
 
         async def call(target: str, wire: dict[str, object]) -> object:
@@ -153,11 +191,49 @@ class _CodeMode:
                 raise ToolError(target, str(error)) from None
             if isinstance(result, types.InputRequiredResult):
                 raise ToolError(target, "the tool asks the client for input, which code mode cannot relay yet")
+            held = (result.meta or {}).get(APPROVAL_META)
+            if result.is_error and isinstance(held, dict) and cast(dict[str, Any], held).get("status") == "pending":
+                raise ApprovalPending(str(cast(dict[str, Any], held)["id"]), _text(result))
             if result.is_error:
                 raise ToolError(target, _text(result) or "the tool failed without saying why")
             return _value(result)
 
-        return _answer(await self.executor.run(sdk, code, call))
+        return call
+
+    async def _answer(self, principal: Principal, outcome: ExecuteResult) -> types.CallToolResult:
+        if outcome.status != "paused":
+            return _answer(outcome)
+        assert outcome.paused is not None and outcome.approval_id is not None
+        approval = await anyio.to_thread.run_sync(self.gateway.approvals.get, outcome.approval_id)
+        run_id = await self.runs.pause(
+            principal,
+            approval_id=outcome.approval_id,
+            snapshot=outcome.paused.snapshot,
+            state=outcome.paused.state,
+            expires_at=approval.expires_at,
+        )
+        message = f"{outcome.error} Once it is decided, call `execute` with resume={run_id!r} to continue."
+        return _paused(run_id, outcome.approval_id, message, calls=_calls(outcome), calls_total=len(outcome.calls))
+
+
+def _still_pending(approval_id: str) -> str:
+    return f"The call is still waiting for approval {approval_id}; try again once an admin has decided."
+
+
+def _paused(
+    run_id: str, approval_id: str, message: str, *, calls: list[dict[str, Any]], calls_total: int
+) -> types.CallToolResult:
+    body = {
+        "status": "paused",
+        "run": run_id,
+        "approval": approval_id,
+        "message": message,
+        "calls": calls,
+        "calls_total": calls_total,
+    }
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(body, ensure_ascii=False))], structured_content=body
+    )
 
 
 def _error(message: str) -> types.CallToolResult:

@@ -10,9 +10,9 @@ been fed and checked — and the next run with that SDK only has its own script 
 One session is kept ready at a time, since it holds a worker. A run with another SDK or other limits
 prepares its own inline, as every run did before, while the ready one waits (closing it first would cost
 that run ~10 ms more: the worker is torn down); afterwards the ready one is replaced by one for the SDK of
-that run. Only when the pool has no worker to spare is the ready session closed before the run. A ready
-session's SDK functions call through a binding that is set to the run that takes it, so its calls go to
-that run's hook alone.
+that run. Only when the pool has no worker to spare is the ready session closed before the run. The
+executor answers every SDK call itself from the interpreter's snapshots, so a session carries no hook and
+any run may take it; a paused run is resumed in a :meth:`Sessions.fresh` session, which has nothing fed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -28,7 +27,7 @@ import pydantic_monty as monty
 
 from codemode._sdk import GeneratedSdk, SdkFunction
 
-__all__ = ["SCRIPT_NAME", "SDK_TOOL_ERROR", "CallHandler", "Sessions", "module_stubs"]
+__all__ = ["SCRIPT_NAME", "SDK_TOOL_ERROR", "Sessions", "module_stubs"]
 
 SCRIPT_NAME = "script.py"
 SDK_TOOL_ERROR = "OSError"
@@ -46,14 +45,6 @@ def _dockyard_warm_up(values: list[int], names: dict[str, str]) -> str:
 """Fed (and so type-checked) before a script: it makes the checker resolve the builtins most scripts use."""
 
 
-class CallHandler(Protocol):
-    """What a session's SDK function calls: the run that took the session."""
-
-    def __call__(
-        self, function: SdkFunction, args: tuple[object, ...], kwargs: dict[str, object], /
-    ) -> Awaitable[object]: ...
-
-
 def module_stubs(sdk: GeneratedSdk) -> dict[str, str]:
     """The ``.pyi`` source of each namespace as a module: the SDK's type definitions and its functions."""
     namespaces = list(dict.fromkeys(f.namespace for f in sdk.functions))
@@ -66,24 +57,19 @@ def module_stubs(sdk: GeneratedSdk) -> dict[str, str]:
     return stubs
 
 
-@dataclass(eq=False)
-class _Binding:
-    handler: CallHandler | None = None
+def _driven(function: SdkFunction) -> Callable[..., Awaitable[object]]:
+    """The host side of an SDK function: never called, since the executor answers every call itself."""
 
-    def function(self, sdk_function: SdkFunction) -> Callable[..., Awaitable[object]]:
-        async def call(*args: object, **kwargs: object) -> object:
-            if self.handler is None:  # only the prelude and the warm-up run before a run binds the session
-                raise RuntimeError(f"{sdk_function.target} was called before a run took the session")
-            return await self.handler(sdk_function, args, kwargs)
+    async def call(*args: object, **kwargs: object) -> object:
+        raise RuntimeError(f"{function.target} was called outside a run driven by the executor")
 
-        return call
+    return call
 
 
 @dataclass(eq=False)
 class _Ready:
     sdk: GeneratedSdk
     limits: monty.ResourceLimits
-    binding: _Binding = field(default_factory=_Binding)
     session: monty.AsyncMontySession | None = None
     prepared: anyio.Event = field(default_factory=anyio.Event)
     """Set once the session is ready, or preparing it failed (``session`` stays None)."""
@@ -119,10 +105,8 @@ class Sessions:
         self._busy = 0
 
     @asynccontextmanager
-    async def session(
-        self, sdk: GeneratedSdk, limits: monty.ResourceLimits, handler: CallHandler
-    ) -> AsyncGenerator[monty.AsyncMontySession]:
-        """A session whose SDK calls go to ``handler``, with the prelude fed: the ready one if it fits."""
+    async def session(self, sdk: GeneratedSdk, limits: monty.ResourceLimits) -> AsyncGenerator[monty.AsyncMontySession]:
+        """A session for ``sdk`` with the prelude fed: the ready one if it fits."""
         ready, self._ready = self._ready, None
         self._busy += 1
         try:
@@ -130,7 +114,6 @@ class Sessions:
                 try:
                     await ready.prepared.wait()
                     if ready.session is not None:
-                        ready.binding.handler = handler
                         yield ready.session
                         return
                 finally:
@@ -142,7 +125,8 @@ class Sessions:
                 ready = None
             elif ready is not None:
                 self._ready = ready  # closing it now would slow this run down; it is replaced after
-            async with self._checkout(sdk, limits, _Binding(handler)) as session:
+            async with self._checkout(sdk, limits) as session:
+                await session.feed_run(_prelude(sdk))
                 yield session
         finally:
             self._busy -= 1
@@ -150,6 +134,16 @@ class Sessions:
                 self._ready = None
                 ready.discard()
             self._prepare(sdk, limits)
+
+    @asynccontextmanager
+    async def fresh(self, sdk: GeneratedSdk, limits: monty.ResourceLimits) -> AsyncGenerator[monty.AsyncMontySession]:
+        """A session for ``sdk`` with nothing fed yet: what a paused run's snapshot is loaded into."""
+        self._busy += 1
+        try:
+            async with self._checkout(sdk, limits) as session:
+                yield session
+        finally:
+            self._busy -= 1
 
     async def settled(self) -> None:
         """Wait until the session being prepared in the background, if any, is ready (or has failed)."""
@@ -163,7 +157,8 @@ class Sessions:
 
     async def _keep(self, ready: _Ready) -> None:
         try:
-            async with self._checkout(ready.sdk, ready.limits, ready.binding) as session:
+            async with self._checkout(ready.sdk, ready.limits) as session:
+                await session.feed_run(_prelude(ready.sdk))
                 if not ready.done.is_set():
                     await session.feed_run(_WARM_UP)
                 ready.session = session
@@ -179,16 +174,13 @@ class Sessions:
 
     @asynccontextmanager
     async def _checkout(
-        self, sdk: GeneratedSdk, limits: monty.ResourceLimits, binding: _Binding
+        self, sdk: GeneratedSdk, limits: monty.ResourceLimits
     ) -> AsyncGenerator[monty.AsyncMontySession]:
         stubs = module_stubs(sdk)
         modules = {
-            ns: monty.ExternalModule(
-                {f.name: binding.function(f) for f in sdk.functions if f.namespace == ns}, stubs=stubs[ns]
-            )
+            ns: monty.ExternalModule({f.name: _driven(f) for f in sdk.functions if f.namespace == ns}, stubs=stubs[ns])
             for ns in stubs
         }
-        prelude = "".join(f"import {ns}\n" for ns in modules) + f"ToolError = {SDK_TOOL_ERROR}\n"
         session = self._pool.checkout(
             script_name=SCRIPT_NAME,
             limits=limits,
@@ -197,5 +189,9 @@ class Sessions:
             external_modules=modules,
         )
         async with session:
-            await session.feed_run(prelude)
             yield session
+
+
+def _prelude(sdk: GeneratedSdk) -> str:
+    namespaces = dict.fromkeys(f.namespace for f in sdk.functions)
+    return "".join(f"import {ns}\n" for ns in namespaces) + f"ToolError = {SDK_TOOL_ERROR}\n"

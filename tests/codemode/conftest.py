@@ -11,6 +11,7 @@ import pytest
 
 from codemode import GeneratedSdk, generate_sdk, load_sdk
 from tests.codemode.catalogs import load_catalogs
+from tests.portal.conftest import database_url, postgres_database, postgres_url  # noqa: F401 (both databases)
 
 
 @dataclass

@@ -21,12 +21,15 @@ What ``start(spec)`` must produce — the contract both ``bubblewrap`` and ``doc
     contents survive ``stop`` and restarts of the box and of the portal; only ``destroy`` removes them
     (the manager removes the host directory afterwards).
   - ``CONTROL_DIR`` (``/run/dockyard/control``, read-write) ← ``spec.control_dir``: the agent creates
-    ``agent.sock`` there; the host connects to ``spec.control_dir / "agent.sock"``.
-  - ``AGENT_PATH`` (``/run/dockyard/agent.py``, read-only) ← :data:`AGENT_SCRIPT`.
+    ``agent.sock`` there; the host connects to ``spec.control_dir / "agent.sock"`` (never following a
+    symlink). The manager makes it a 256 KiB tmpfs owned by 65534 (as root) before ``start``.
+  - ``AGENT_PATH`` (``/run/dockyard/agent.py``, read-only) ← :data:`AGENT_SCRIPT` (or a copy of it).
   - ``EGRESS_DIR`` (``/run/dockyard/egress``, read-only) ← ``spec.egress_dir``, **only** when
     ``spec.egress_dir`` is not None. It holds ``egress.sock``, the egress proxy's Unix socket, made by the
     host before ``start``. Nothing else of the host's filesystem is visible.
 
+* **Host paths** given in ``spec`` live under a runtime directory (``/run/dockyard-sandbox/ID`` as root)
+  that uid 65534 can reach; the persistent data directory itself is never mounted.
 * **Network**: no network at all — a private network namespace with only loopback (bubblewrap
   ``--unshare-net``, docker ``--network none``). The only way out is ``EGRESS_DIR/egress.sock``; the agent
   exposes it inside as ``http://127.0.0.1:EGRESS_PORT`` and sets ``HTTP_PROXY``/``HTTPS_PROXY``. No DNS

@@ -57,22 +57,8 @@ class Refusal:
         limit = self.limit
         if self.retry_after is None:
             return f"rate limit {limit.rule!r} cannot be checked (the portal's database is unavailable); retry later"
-        per = f" per {', '.join(limit.per)}" if limit.per else ""
-        every = _duration(limit.window)
         wait = math.ceil(self.retry_after)
-        return f"rate limit {limit.rule!r} reached: at most {limit.count} call(s) per {every}{per}; retry in {wait}s"
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return unit if count == 1 else f"{count} {unit}s"
-    return f"{seconds:g}s"
-
-
-def _label(principal: Principal) -> str:
-    return "local" if principal.kind == "local" else f"{principal.kind}:{principal.subject}"
+        return f"rate limit {limit.rule!r} reached: at most {limit.describe()}; retry in {wait}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +112,7 @@ class Limiter:
         return refusal
 
     def _count(self, limit: Limit, principal: Principal, target: str, server: str, now: float) -> _Count:
-        values = {"principal": _label(principal), "tool": target, "server": server}
+        values = {"principal": principal.label, "tool": target, "server": server}
         key = json.dumps([limit.rule, limit.window, [(d, values[d]) for d in limit.per]], separators=(",", ":"))
         start = math.floor(now / limit.window) * limit.window
         return _Count(limit, hashlib.sha256(key.encode()).hexdigest(), int(start), start + limit.window)

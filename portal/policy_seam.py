@@ -50,6 +50,19 @@ class Limit:
     window: float
     per: tuple[Literal["principal", "tool", "server"], ...] = ("principal",)
 
+    def describe(self) -> str:
+        """``10 call(s) per minute per principal``; ``... in all`` when every matching call counts together."""
+        per = f" per {', '.join(self.per)}" if self.per else " in all"
+        return f"{self.count} call(s) per {_duration(self.window)}{per}"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds:g}s"
+
 
 @dataclass(frozen=True, slots=True)
 class Redaction:

@@ -11,7 +11,7 @@ and swaps in a changed directory. The file format is in :mod:`portal.policy._for
 from portal.policy._cases import CaseResult, run_cases
 from portal.policy._engine import Case, Obligation, ObligationResult, PolicyEngine, Rule, RuleResult, effect_of
 from portal.policy._errors import PolicyError, PolicyLoadError, PrincipalSpecError, Problem
-from portal.policy._explain import Explanation, principal_label
+from portal.policy._explain import Explanation
 from portal.policy._format import Effect
 from portal.policy._format import schema as policy_schema
 from portal.policy._loader import load_policy
@@ -37,6 +37,5 @@ __all__ = [
     "load_policy",
     "parse_principal",
     "policy_schema",
-    "principal_label",
     "run_cases",
 ]

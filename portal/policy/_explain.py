@@ -10,17 +10,12 @@ from pathlib import PurePath
 from portal.policy._engine import DEFAULT_DENY, Obligation, ObligationResult, Rule, RuleResult, effect_of
 from portal.policy._format import HINTS, Effect
 from portal.policy._roles import RoleSource
-from portal.policy_seam import Decision, Limit, Request
+from portal.policy_seam import Decision, Request
 from portal.principal import Principal
 
-__all__ = ["Explanation", "principal_label"]
+__all__ = ["Explanation"]
 
 _HINT_NAMES = {attribute: hint for hint, attribute in HINTS.items()}
-
-
-def principal_label(principal: Principal) -> str:
-    """``local``, ``user:alice`` or ``service:ci-bot``."""
-    return "local" if principal.kind == "local" else f"{principal.kind}:{principal.subject}"
 
 
 def _where(rule: Rule | Obligation) -> str:
@@ -93,7 +88,7 @@ class Explanation:
         p = self.principal
         extra = [f"groups: {', '.join(sorted(p.groups))}"] if p.groups else []
         extra += [f"client: {p.client_id}"] if p.client_id else []
-        lines.append(f"caller:   {principal_label(p)}" + (f" ({'; '.join(extra)})" if extra else ""))
+        lines.append(f"caller:   {p.label}" + (f" ({'; '.join(extra)})" if extra else ""))
         if self.roles:
             for role, sources in sorted(self.roles.items()):
                 given = ", ".join(f"{s.key} in {PurePath(s.file).name}:{s.line}" for s in sources)
@@ -123,23 +118,10 @@ class Explanation:
 
 def _what(entry: Obligation) -> str:
     if entry.kind == "limit":
-        return "; ".join(_limit_text(limit) for limit in entry.limits)
+        return "; ".join(limit.describe() for limit in entry.limits)
     if entry.kind == "redact":
         return "redacts " + ", ".join(r.name for r in entry.redactions)
     return "may reach " + ", ".join(entry.egress)
-
-
-def _limit_text(limit: Limit) -> str:
-    per = f" per {', '.join(limit.per)}" if limit.per else " in all"
-    return f"{limit.count} call(s) per {_duration(limit.window)}{per}"
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return unit if count == 1 else f"{count} {unit}s"
-    return f"{seconds:g}s"
 
 
 def _obligation_lines(results: tuple[ObligationResult, ...]) -> list[str]:

@@ -41,7 +41,6 @@ def test_the_policy_package_exports_exactly_its_public_surface() -> None:
         "load_policy",
         "parse_principal",
         "policy_schema",
-        "principal_label",
         "run_cases",
     ]
     assert all(hasattr(portal.policy, name) for name in portal.policy.__all__)

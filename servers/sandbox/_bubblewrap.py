@@ -63,6 +63,9 @@ _PASSWD = "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:65534:65534:sandbo
 _GROUP = "root:x:0:\nsandbox:x:65534:\n"
 _HOSTS = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n"
 _OPTIONS = frozenset({"bwrap", "python", "cgroups"})
+_HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+"""The environment of the host-side chain (sh, prlimit, setpriv, bwrap), which runs partly as root: fixed,
+so nothing a caller puts in a profile (PATH, LD_PRELOAD) can reach it."""
 
 
 @dataclass
@@ -111,8 +114,11 @@ class BubblewrapBackend:
                 f"the bubblewrap backend runs the host's {self._python!r} inside each box, and it is missing: "
                 "install python3 ('apt-get install python3') or set options.bubblewrap.python"
             )
-        argv = [*self._drop_privileges(), self._bwrap, *self._base_args(), "--", self._python, "-I", "-S", "-c", ""]
-        result = await anyio.run_process(argv, check=False, env=_box_env({}), stdin=subprocess.DEVNULL)
+        argv = [
+            *self._drop_privileges(), self._bwrap, *self._base_args(), *_box_env({}),
+            "--", self._python, "-I", "-S", "-c", "",
+        ]  # fmt: skip
+        result = await anyio.run_process(argv, check=False, env=dict(_HOST_ENV), stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             detail = result.stderr.decode(errors="replace").strip()
             raise BackendUnavailableError(
@@ -156,7 +162,7 @@ class BubblewrapBackend:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=log,
-                    env=_box_env(spec.profile.env),
+                    env=dict(_HOST_ENV),  # the box's own environment goes in through --setenv
                     start_new_session=True,
                 )
             finally:
@@ -230,7 +236,7 @@ class BubblewrapBackend:
         if os.geteuid() != 0:
             return []  # bwrap maps the caller's uid to 65534 inside; it holds no host capability anyway
         return [
-            "setpriv",
+            _tool("setpriv"),
             f"--reuid={SANDBOX_UID}",
             f"--regid={SANDBOX_GID}",
             "--clear-groups",
@@ -283,7 +289,7 @@ class BubblewrapBackend:
         args += ["--ro-bind", str(agent), AGENT_PATH]
         if spec.egress_dir is not None:
             args += ["--ro-bind", str(spec.egress_dir), EGRESS_DIR]
-        args += ["--remount-ro", "/", "--chdir", WORKSPACE]
+        args += ["--remount-ro", "/", "--chdir", WORKSPACE, *_box_env(spec.profile.env)]
         return args
 
     def _cgroup_dirs(self, sandbox_id: str) -> list[Path]:
@@ -369,7 +375,12 @@ async def _remove_cgroups(dirs: list[Path]) -> None:
 def _rlimits(limits: Limits, *, cgroups: list[Path]) -> list[str]:
     controllers = {c.relative_to(_CGROUP_ROOT).parts[0] for c in cgroups}
     disk = limits.disk_mb * 1024 * 1024
-    args = ["prlimit", f"--nofile={limits.open_files}:{limits.open_files}", f"--fsize={disk}:{disk}", "--core=0:0"]
+    args = [
+        _tool("prlimit"),
+        f"--nofile={limits.open_files}:{limits.open_files}",
+        f"--fsize={disk}:{disk}",
+        "--core=0:0",
+    ]
     if "pids" not in controllers:
         args.append(f"--nproc={limits.pids}:{limits.pids}")
     if "memory" not in controllers:
@@ -378,10 +389,21 @@ def _rlimits(limits: Limits, *, cgroups: list[Path]) -> list[str]:
     return [*args, "--"]
 
 
-def _box_env(extra: Mapping[str, str]) -> dict[str, str]:
+def _box_env(extra: Mapping[str, str]) -> list[str]:
+    """``--clearenv`` and one ``--setenv`` per variable: the box's environment, never the host side's."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "LANG": "C.UTF-8", "USER": "sandbox"}
     env.update(extra)
-    return env
+    args = ["--clearenv"]
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise SandboxStateError(f"invalid environment variable name or value: {name!r}")
+        args += ["--setenv", name, value]
+    return args
+
+
+def _tool(name: str) -> str:
+    """Absolute path of a host tool, found on the fixed host PATH (never a PATH a caller chose)."""
+    return shutil.which(name, path=_HOST_ENV["PATH"]) or f"/usr/bin/{name}"
 
 
 def _tail(path: Path) -> str:

@@ -19,6 +19,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -44,6 +45,7 @@ from servers.sandbox._backend import (
     SandboxError,
     SandboxNotFoundError,
     SandboxQuotaError,
+    SandboxRequestError,
     SandboxSpec,
     SandboxStateError,
 )
@@ -58,6 +60,7 @@ egress_logger = logging.getLogger("sandbox.egress")
 
 _EVENTS_KEPT = 200
 _RUNTIME_ROOT = Path("/run/dockyard-sandbox")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _AGENT_WAIT = 20.0
 
 
@@ -211,6 +214,7 @@ class SandboxManager:
 
         Raises:
             SandboxQuotaError: A limit is above its maximum, or an egress host is not granted by the policy.
+            SandboxRequestError: An environment variable has an invalid name or value.
         """
         values = asdict(self.settings.defaults)
         for key, value in (limits or {}).items():
@@ -235,6 +239,9 @@ class SandboxManager:
                 )
             hosts = tuple(egress)
         merged_env = {**self.settings.env, **(env or {})}
+        for name, value in merged_env.items():
+            if not _ENV_NAME.fullmatch(name) or "\0" in value:
+                raise SandboxRequestError(f"invalid environment variable {name!r} (names: letters, digits, '_')")
         return Profile(limits=Limits(**values), env=merged_env, egress=hosts)
 
     async def create(self, owner: str, *, name: str = "", profile: Profile) -> Record:

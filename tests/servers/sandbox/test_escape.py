@@ -17,7 +17,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from servers.sandbox._backend import SandboxNotFoundError, SandboxStateError
+from servers.sandbox._backend import Profile, SandboxNotFoundError, SandboxStateError
+from servers.sandbox._manager import SandboxManager
 from tests.servers.sandbox.conftest import SECRET, Box, Target, host_is_healthy, make_box
 
 pytestmark = pytest.mark.anyio
@@ -274,4 +275,26 @@ async def test_the_control_directory_cannot_fill_the_host(box: Box, tmp_path: Pa
     assert "No space left" in out, out
     _, out = await box.sh("echo still here")
     assert out.strip() == "still here"
+    await host_is_healthy(tmp_path)
+
+
+async def test_a_profiles_environment_never_reaches_the_host_side(manager: SandboxManager, tmp_path: Path) -> None:
+    """Attempts to make the portal run the box's own programs as root when it next starts the box: PATH and
+    LD_PRELOAD in the sandbox's environment point at its workspace, which holds a fake prlimit, setpriv, sh..."""
+    record = await manager.create("user:alice", profile=Profile(limits=manager.settings.defaults))
+    host_workspace = manager.workspace_dir(record.id)
+    record.profile = Profile(  # as if created with it (the id is not known before)
+        limits=record.profile.limits,
+        env={"PATH": f"{host_workspace}:/usr/bin:/bin", "LD_PRELOAD": f"{host_workspace}/evil.so"},
+    )
+    box = Box(manager, record, "user:alice")
+    # run on the host, it leaves PWNED-0 beside itself: in the host side of the box's /workspace
+    fake = b'#!/bin/sh\ntouch "$(dirname "$0")/PWNED-$(id -u)"\nexec /usr/bin/$(basename "$0") "$@"\n'
+    agent = await box.agent()
+    for tool in ("prlimit", "setpriv", "sh", "bwrap", "docker", "mount", "umount", "mkfs.ext4"):
+        await agent.write_file(tool, fake, mode=0o755)
+    await manager.stop(record.id)
+    _, out = await box.sh("ls /workspace")  # starts the box again through the host side
+    assert "PWNED" not in out, out
+    assert "prlimit" in out
     await host_is_healthy(tmp_path)

@@ -47,7 +47,9 @@ import httpx2
 from mcp.client.auth.utils import (
     build_oauth_authorization_server_metadata_discovery_urls,
     build_protected_resource_metadata_discovery_urls,
+    extract_field_from_www_auth,
     issuers_match,
+    union_scopes,
 )
 from mcp.shared.auth import OAuthMetadata, OAuthToken, ProtectedResourceMetadata
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
@@ -77,6 +79,7 @@ CATALOG_SUBJECT = "portal:catalog"
 CALLBACK_PATH = "/oauth/upstream/callback"
 """The portal's redirect URI path at every upstream authorization server."""
 START_PATH = "/oauth/upstream/{server}/start"
+CLIENT_METADATA_PATH = "/oauth/upstream/client-metadata.json"
 _LINK_TTL = 15 * 60
 _PENDING_TTL = 10 * 60
 _GRANT = "oauth-grant"
@@ -108,6 +111,8 @@ class AuthServerInfo:
     registration_endpoint: str | None
     scopes: str | None
     iss_parameter_supported: bool
+    cimd_supported: bool = False
+    """Whether the server accepts a Client ID Metadata Document URL as client id."""
 
 
 class _Client(TypedDict):
@@ -135,6 +140,14 @@ class _Grant(TypedDict):
     issuer: str
 
 
+def _raw(document: Mapping[str, object], key: str) -> str | None:
+    """A string field (or the first string of a list field) of a JSON document, as it was sent."""
+    value = document.get(key)
+    if isinstance(value, list) and value:
+        value = cast(list[object], value)[0]
+    return value if isinstance(value, str) else None
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -160,6 +173,8 @@ class UpstreamOAuth:
         fetch_policy: Limits of every metadata, registration and token request.
         clock: Seconds since the epoch.
         refresh_margin: Seconds before expiry at which a token is refreshed.
+        client_metadata_url: Where the portal's client metadata document is served (default: its own route,
+            when the public URL is HTTPS, as Client ID Metadata Documents require).
     """
 
     def __init__(
@@ -172,6 +187,7 @@ class UpstreamOAuth:
         fetch_policy: FetchPolicy,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = 60.0,
+        client_metadata_url: str | None = None,
     ) -> None:
         self.vault = vault
         self.servers = {name: s for name, s in servers.items() if s.auth == "oauth" and s.url is not None}
@@ -180,7 +196,12 @@ class UpstreamOAuth:
         self._policy = fetch_policy
         self._clock = clock
         self._margin = refresh_margin
+        https = self.public_url.startswith("https://")
+        self.client_metadata_url = client_metadata_url or (self.public_url + CLIENT_METADATA_PATH if https else None)
+        """The portal's Client ID Metadata Document, used as client id where an upstream accepts one."""
         self._discovered: dict[str, AuthServerInfo] = {}
+        self._challenged: dict[str, str] = {}
+        """Scopes an upstream asked for in a 403 ``insufficient_scope`` (step-up), by server."""
         self._locks: dict[tuple[str, str], anyio.Lock] = {}
         self._discovery_lock = anyio.Lock()
 
@@ -209,10 +230,41 @@ class UpstreamOAuth:
             self._discovered[server] = info
             return info
 
+    async def _probe(self, url: str) -> tuple[str | None, str | None]:
+        """``resource_metadata`` and ``scope`` of the upstream's 401 to an unauthenticated request (RFC 9728 §5.1).
+
+        The URL is the configured one, which the portal connects to anyway; the metadata URL the answer names
+        is only ever fetched through the SSRF-safe fetcher.
+        """
+        initialize = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "dockyard-portal", "version": "0.1.0"},
+        }
+        headers = {"Accept": "application/json, text/event-stream"}
+        try:
+            async with httpx2.AsyncClient(trust_env=False, timeout=self._policy.timeout) as http:
+                # Some servers let initialize through and guard everything else: ask twice if need be.
+                for method, params in (("initialize", initialize), ("tools/list", {})):
+                    body = {"jsonrpc": "2.0", "id": 0, "method": method, "params": params}
+                    response = await http.post(url, json=body, headers=headers)
+                    if response.status_code in (401, 403):
+                        return (
+                            extract_field_from_www_auth(response, "resource_metadata"),
+                            extract_field_from_www_auth(response, "scope"),
+                        )
+        except httpx2.HTTPError as error:
+            logger.debug("probing %s for its authorization metadata failed: %s", url, error)
+        return None, None
+
     async def _discover(self, server: str, hint: str | None) -> AuthServerInfo:
         url = self._url(server)
         expected_resource = resource_url_from_server_url(url)
+        challenge_scope: str | None = None
+        if hint is None:
+            hint, challenge_scope = await self._probe(url)
         prm: ProtectedResourceMetadata | None = None
+        prm_document: dict[str, object] = {}
         for candidate in build_protected_resource_metadata_discovery_urls(hint, url):
             document = await self._fetch_optional(candidate, what="protected resource metadata")
             if document is None:
@@ -221,6 +273,7 @@ class UpstreamOAuth:
                 prm = ProtectedResourceMetadata.model_validate(document)
             except ValidationError:
                 continue
+            prm_document = document
             break
         if prm is not None:
             if not check_resource_allowed(expected_resource, str(prm.resource)):
@@ -228,18 +281,17 @@ class UpstreamOAuth:
                     f"server {server!r}: its protected resource metadata names resource {str(prm.resource)!r}, "
                     f"not {expected_resource!r} (RFC 9728 section 3.3); refusing it"
                 )
-            issuer: str | None = str(prm.authorization_servers[0])
-            resource = str(prm.resource)
+            # The raw strings: an issuer is compared as a simple string (RFC 8414 section 3.3), not as a URL.
+            issuer: str | None = _raw(prm_document, "authorization_servers") or str(prm.authorization_servers[0])
+            resource = _raw(prm_document, "resource") or str(prm.resource)
         else:
             issuer, resource = None, expected_resource
         parts = urlsplit(url)
         expected_issuer = issuer or f"{parts.scheme}://{parts.netloc}"
-        metadata = await self._as_metadata(server, issuer, url)
-        if not issuers_match(str(metadata.issuer), expected_issuer) and not issuers_match(
-            str(metadata.issuer).rstrip("/"), expected_issuer.rstrip("/")
-        ):
+        metadata, raw_issuer = await self._as_metadata(server, issuer, url)
+        if not issuers_match(raw_issuer, expected_issuer):
             raise DiscoveryError(
-                f"server {server!r}: the authorization server metadata says issuer {str(metadata.issuer)!r}, "
+                f"server {server!r}: the authorization server metadata says issuer {raw_issuer!r}, "
                 f"but it was discovered for {expected_issuer!r} (RFC 8414 section 3.3); refusing it"
             )
         if "S256" not in (metadata.code_challenge_methods_supported or []):
@@ -248,31 +300,53 @@ class UpstreamOAuth:
                 "(code_challenge_methods_supported); the portal only uses S256"
             )
         scopes = self.servers[server].oauth_scopes
-        chosen = " ".join(scopes) if scopes else None
+        chosen = " ".join(scopes) if scopes else challenge_scope
         if chosen is None and prm is not None and prm.scopes_supported:
             chosen = " ".join(prm.scopes_supported)
+        if chosen is not None and "offline_access" in (metadata.scopes_supported or []):
+            chosen = union_scopes(chosen, "offline_access")  # ask for a refresh token where that is how
         return AuthServerInfo(
             resource=resource,
-            issuer=str(metadata.issuer),
+            issuer=raw_issuer,
             authorization_endpoint=str(metadata.authorization_endpoint),
             token_endpoint=str(metadata.token_endpoint),
             registration_endpoint=str(metadata.registration_endpoint) if metadata.registration_endpoint else None,
             scopes=chosen,
             iss_parameter_supported=bool(metadata.authorization_response_iss_parameter_supported),
+            cimd_supported=metadata.client_id_metadata_document_supported is True,
         )
 
-    async def _as_metadata(self, server: str, issuer: str | None, url: str) -> OAuthMetadata:
+    async def _as_metadata(self, server: str, issuer: str | None, url: str) -> tuple[OAuthMetadata, str]:
+        """The authorization server's metadata and its ``issuer`` exactly as the document spells it."""
         for candidate in build_oauth_authorization_server_metadata_discovery_urls(issuer, url):
             document = await self._fetch_optional(candidate, what="authorization server metadata")
             if document is None:
                 continue
             try:
-                return OAuthMetadata.model_validate(document)
+                metadata = OAuthMetadata.model_validate(document)
             except ValidationError as error:
                 raise DiscoveryError(
                     f"server {server!r}: invalid authorization server metadata at {candidate!r}: "
                     f"{error.errors()[0]['msg']}"
                 ) from None
+            return metadata, _raw(document, "issuer") or str(metadata.issuer)
+        if issuer is None:
+            # 2025-03-26 servers without any metadata: the default endpoints at the server's origin, which that
+            # revision required to support PKCE.
+            parts = urlsplit(url)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            logger.info("server %s publishes no OAuth metadata; using the default endpoints at %s", server, origin)
+            fallback = OAuthMetadata.model_validate(
+                {
+                    "issuer": origin,
+                    "authorization_endpoint": f"{origin}/authorize",
+                    "token_endpoint": f"{origin}/token",
+                    "registration_endpoint": f"{origin}/register",
+                    "response_types_supported": ["code"],
+                    "code_challenge_methods_supported": ["S256"],
+                }
+            )
+            return fallback, origin
         raise DiscoveryError(
             f"server {server!r}: no authorization server metadata found for {issuer or url!r} "
             "(tried RFC 8414 and OpenID Connect discovery)"
@@ -307,6 +381,14 @@ class UpstreamOAuth:
                 issuer=info.issuer,
                 redirect_uri=self.callback_url,
             )
+        if info.cimd_supported and self.client_metadata_url is not None:
+            return _Client(
+                client_id=self.client_metadata_url,
+                client_secret=None,
+                auth_method="none",
+                issuer=info.issuer,
+                redirect_uri=self.callback_url,
+            )
         ref = SecretRef(_CLIENT, server, info.issuer)
         stored = await anyio.to_thread.run_sync(self.vault.get, ref)
         if stored is not None:
@@ -324,6 +406,7 @@ class UpstreamOAuth:
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
             "token_endpoint_auth_method": "client_secret_post",
+            "application_type": "web",  # the portal is a server; its redirect URI is on its public URL
         }
         if info.scopes:
             body["scope"] = info.scopes
@@ -347,6 +430,18 @@ class UpstreamOAuth:
         await anyio.to_thread.run_sync(self.vault.put, ref, json.dumps(client))
         logger.info("registered the portal at %s for server %s (client %s)", info.issuer, server, client_id)
         return client
+
+    def client_metadata(self) -> dict[str, object]:
+        """The portal's Client ID Metadata Document (served at :attr:`client_metadata_url`)."""
+        return {
+            "client_id": self.client_metadata_url,
+            "client_name": "Dockyard portal",
+            "redirect_uris": [self.callback_url],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "application_type": "web",
+        }
 
     def _client_auth(self, client: _Client, form: dict[str, str]) -> dict[str, str]:
         """Add client authentication to a token request's form; returns the headers it needs."""
@@ -406,8 +501,9 @@ class UpstreamOAuth:
             "code_challenge_method": "S256",
             "resource": info.resource,
         }
-        if info.scopes:
-            query["scope"] = info.scopes
+        scope = union_scopes(info.scopes, self._challenged.get(server))
+        if scope:
+            query["scope"] = scope
         separator = "&" if urlsplit(info.authorization_endpoint).query else "?"
         return info.authorization_endpoint + separator + urlencode(query)
 
@@ -424,7 +520,7 @@ class UpstreamOAuth:
         server, subject = pending["server"], pending["subject"]
         if self._clock() >= pending["expires"]:
             raise AuthorizationError("this consent round has expired; start again from the tool")
-        if iss is not None and not issuers_match(iss, pending["issuer"]):
+        if iss is not None and iss != pending["issuer"]:  # RFC 9207: simple string comparison, no normalization
             raise AuthorizationError(f"the authorization response came from {iss!r}, not {pending['issuer']!r}")
         if iss is None and pending["iss_supported"]:
             raise AuthorizationError("the authorization response lacks the iss its server advertises (RFC 9207)")
@@ -491,6 +587,8 @@ class UpstreamOAuth:
                 raise self._required(server, subject, "no grant yet")
             if stored.status == "dead":
                 raise self._required(server, subject, f"the grant is dead ({stored.detail})", dead=True)
+            if stored.status == "step-up":
+                raise self._required(server, subject, stored.detail or "more access is needed")
             grant = cast(_Grant, json.loads(stored.value))
             expires = grant["expires_at"]
             fresh = expires is None or expires - self._clock() > self._margin
@@ -528,8 +626,20 @@ class UpstreamOAuth:
         """Mark a grant dead, tell the admin (log, ``dockyard servers``); returns the error for its user."""
         ref = SecretRef(_GRANT, server, "grant", subject)
         await anyio.to_thread.run_sync(lambda: self.vault.mark(ref, status="dead", detail=reason))
+        self._discovered.pop(server, None)  # the next consent discovers again: the upstream may have moved
         logger.warning("the OAuth grant of %s for upstream %s is dead: %s", subject, server, reason)
         return self._required(server, subject, f"the grant is dead ({reason})", dead=True)
+
+    async def step_up(self, server: str, subject: str, scope: str) -> None:
+        """Record a step-up: the upstream answered 403 ``insufficient_scope`` asking for ``scope``.
+
+        The user must consent again; the new round asks for what was asked so far plus ``scope``.
+        """
+        self._challenged[server] = union_scopes(self._challenged.get(server), scope) or scope
+        ref = SecretRef(_GRANT, server, "grant", subject)
+        detail = f"the upstream asks for more access (scope {scope!r})"
+        await anyio.to_thread.run_sync(lambda: self.vault.mark(ref, status="step-up", detail=detail))
+        logger.info("upstream %s asks %s for more scope: %s", server, subject, scope)
 
     async def mark_dead(self, server: str, subject: str, reason: str) -> None:
         """Record that the upstream refused ``subject``'s token even after a refresh."""
@@ -541,6 +651,8 @@ class UpstreamOAuth:
         for info in stored:
             if info.ref.subject == subject and info.status == "dead":
                 return self._required(server, subject, f"the grant is dead ({info.detail})", dead=True)
+            if info.ref.subject == subject and info.status == "step-up":
+                return self._required(server, subject, info.detail or "more access is needed")
         return None
 
     async def forget(self, server: str, subject: str) -> bool:
@@ -581,6 +693,12 @@ class _BearerFlow(httpx2.Auth):
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
+        if response.status_code == 403 and token is not None:
+            if extract_field_from_www_auth(response, "error") == "insufficient_scope":
+                scope = extract_field_from_www_auth(response, "scope")
+                if scope:
+                    await self._oauth.step_up(self._server, self._subject, scope)
+            return
         if response.status_code != 401 or token is None:
             return
         try:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import html
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal.auth._upstream_oauth import CALLBACK_PATH, START_PATH, UpstreamAuthError, UpstreamOAuth
+from portal.auth._upstream_oauth import (
+    CALLBACK_PATH,
+    CLIENT_METADATA_PATH,
+    START_PATH,
+    UpstreamAuthError,
+    UpstreamOAuth,
+)
 
 __all__ = ["upstream_oauth_routes"]
 
@@ -57,7 +63,10 @@ def upstream_oauth_routes(oauth: UpstreamOAuth) -> list[Route]:
             status=200,
         )
 
-    return [
-        Route(START_PATH, start, methods=["GET"]),
-        Route(CALLBACK_PATH, callback, methods=["GET"]),
-    ]
+    async def client_metadata(_: Request) -> Response:
+        return JSONResponse(oauth.client_metadata(), headers={"Cache-Control": "public, max-age=3600"})
+
+    routes = [Route(START_PATH, start, methods=["GET"]), Route(CALLBACK_PATH, callback, methods=["GET"])]
+    if oauth.client_metadata_url == oauth.public_url + CLIENT_METADATA_PATH:
+        routes.append(Route(CLIENT_METADATA_PATH, client_metadata, methods=["GET"]))
+    return routes

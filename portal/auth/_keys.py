@@ -39,6 +39,7 @@ class KeyRing:
         self._signing: RSAKey | None = None
         self._public: dict[str, RSAKey] = {}
         self._last_reload = 0.0
+        self._missing: dict[str, float] = {}
 
     def load(self) -> None:
         """Read the keys, creating the first one on a fresh database."""
@@ -75,12 +76,22 @@ class KeyRing:
         return key
 
     def verification_key(self, kid: str) -> RSAKey | None:
-        """The key with ``kid``, reading the database again (at most once a second) if it is not known here."""
+        """The key with ``kid``, reading the database again if it is not known here (another process rotated).
+
+        A ``kid`` found missing is not looked up again for 5 seconds, and past 1,000 such key ids the
+        database is read at most once a second: made-up key ids cannot turn into a query per request.
+        """
+        now = time.monotonic()
         with self._lock:
             key = self._public.get(kid)
-            stale = time.monotonic() - self._last_reload > 1.0
-        if key is None and stale:
-            self._reload()  # another process rotated the keys
+            if key is not None:
+                return key
+            self._missing = {k: t for k, t in self._missing.items() if now - t < 5.0}
+            fresh = kid not in self._missing and len(self._missing) < 1000
+            reload = fresh or now - self._last_reload > 1.0
+            self._missing[kid] = now
+        if reload:
+            self._reload()
             with self._lock:
                 key = self._public.get(kid)
         return key

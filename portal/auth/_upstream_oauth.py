@@ -459,12 +459,11 @@ class UpstreamOAuth:
         """The URL where ``subject`` grants the portal access to ``server`` (valid for 15 minutes)."""
         return consent_link(self.public_url, self._sealer, server, subject)
 
-    async def begin(self, server: str, token: str) -> str:
-        """Open a consent round from a consent link; returns the upstream authorization URL to redirect to.
+    def link_subject(self, server: str, token: str) -> str:
+        """Whose grant a consent link's token asks for.
 
         Raises:
-            AuthorizationError: The link is not valid, has expired, or names another server.
-            DiscoveryError: The upstream's authorization server cannot be used.
+            AuthorizationError: The token is not valid, has expired, or names another server.
         """
         try:
             claims = self._sealer.open(token)
@@ -475,6 +474,16 @@ class UpstreamOAuth:
         subject = claims.get("u")
         if claims.get("k") != "upstream-grant" or claims.get("s") != server or not isinstance(subject, str):
             raise AuthorizationError("this consent link is not for this server")
+        return subject
+
+    async def begin(self, server: str, token: str) -> str:
+        """Open a consent round from a consent link; returns the upstream authorization URL to redirect to.
+
+        Raises:
+            AuthorizationError: The link is not valid, has expired, or names another server.
+            DiscoveryError: The upstream's authorization server cannot be used.
+        """
+        subject = self.link_subject(server, token)
         info = await self.discover(server)
         client = await self._client(server, info)
         state = secrets.token_urlsafe(32)

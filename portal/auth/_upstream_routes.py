@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -10,6 +12,7 @@ from starlette.routing import Route
 
 from portal.auth._upstream_oauth import (
     CALLBACK_PATH,
+    CATALOG_SUBJECT,
     CLIENT_METADATA_PATH,
     START_PATH,
     UpstreamAuthError,
@@ -37,13 +40,36 @@ def _page(title: str, message: str, *, status: int) -> Response:
     return HTMLResponse(body, status_code=status, headers=_HEADERS)
 
 
-def upstream_oauth_routes(oauth: UpstreamOAuth) -> list[Route]:
-    """The two routes of the consent round, mounted on the portal's app."""
+def upstream_oauth_routes(
+    oauth: UpstreamOAuth,
+    *,
+    browser_user: Callable[[Request], str | None] | None = None,
+    login_path: str = "/oauth/login",
+) -> list[Route]:
+    """The routes of the consent round (and the portal's client metadata document), mounted on the portal's app.
+
+    Args:
+        oauth: The upstream OAuth client.
+        browser_user: Who is logged in to the portal in this browser, as a principal label (``user:alice``);
+            with it, a consent link works only for the user it was made for, so no one can attach their own
+            upstream account to someone else's portal identity by sending them a link. None when the portal
+            has no logins (auth mode ``none``, loopback only).
+        login_path: Where a browser that is not logged in is sent first (with ``return_to``).
+    """
 
     async def start(request: Request) -> Response:
         server = request.path_params["server"]
         token = request.query_params.get("t", "")
         try:
+            subject = oauth.link_subject(server, token)
+            if browser_user is not None and subject != CATALOG_SUBJECT:
+                who = browser_user(request)
+                if who is None:
+                    back = f"{request.url.path}?{request.url.query}"
+                    return RedirectResponse(f"{login_path}?{urlencode({'return_to': back})}", status_code=303)
+                if who != subject:
+                    message = "This link was made for another user. Sign in as that user, or call the tool yourself."
+                    return _page("Not your link", message, status=403)
             url = await oauth.begin(server, token)
         except UpstreamAuthError as error:
             return _page("Cannot start authorization", str(error), status=400)

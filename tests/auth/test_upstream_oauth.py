@@ -361,3 +361,29 @@ async def test_discovery_refuses_metadata_whose_issuer_is_not_the_authorization_
             await strict.discover("x")
         engine.dispose()
     await anyio.lowlevel.checkpoint()
+
+
+async def test_a_consent_link_works_only_in_the_browser_of_the_user_it_was_made_for(world: World) -> None:
+    """U2: a link bound to alice cannot attach another person's upstream account to alice (or the reverse)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+
+    from portal.auth._upstream_routes import upstream_oauth_routes
+
+    def browser_user(request: Request) -> str | None:  # stands in for the portal's login cookie
+        return request.cookies.get("who")
+
+    app = Starlette(routes=upstream_oauth_routes(world.oauth, browser_user=browser_user))
+    link = _link(await world.call(ALICE))
+    async with serving(app) as other:
+        path = link[link.index("/oauth/upstream/") :]
+        async with httpx.AsyncClient(base_url=other, timeout=10) as browser:
+            anonymous = await browser.get(path)
+            assert anonymous.status_code == 303
+            assert anonymous.headers["location"].startswith("/oauth/login?return_to=%2Foauth%2Fupstream%2Fnotes")
+            browser.cookies.set("who", "user:bob")
+            assert (await browser.get(path)).status_code == 403
+            browser.cookies.set("who", "user:alice")
+            upstream = await browser.get(path)
+            assert upstream.status_code == 302
+            assert upstream.headers["location"].startswith(f"{world.upstream.provider.issuer}/authorize?")

@@ -191,6 +191,11 @@ class UpstreamOAuth:
     ) -> None:
         self.vault = vault
         self.servers = {name: s for name, s in servers.items() if s.auth == "oauth" and s.url is not None}
+        self._undeclared = {name: s for name, s in servers.items() if s.auth == "none" and s.url is not None}
+        """``url`` servers not declared ``auth = "oauth"``: one that answers 401 naming its resource metadata
+        is treated as if it were (see :meth:`detected`)."""
+        self._hints: dict[str, str] = {}
+        self._warned: set[str] = set()
         self.public_url = public_url.rstrip("/")
         self._sealer = sealer
         self._policy = fetch_policy
@@ -226,7 +231,7 @@ class UpstreamOAuth:
         async with self._discovery_lock:
             if server in self._discovered:
                 return self._discovered[server]
-            info = await self._discover(server, resource_metadata)
+            info = await self._discover(server, resource_metadata or self._hints.get(server))
             self._discovered[server] = info
             return info
 
@@ -676,10 +681,60 @@ class UpstreamOAuth:
         )
 
     def auth(self, server: str, subject: str | None) -> httpx2.Auth | None:
-        """The flow that puts ``subject``'s token (None: the catalog grant) on every request to ``server``."""
-        if server not in self.servers:
-            return None
-        return _BearerFlow(self, server, subject or CATALOG_SUBJECT)
+        """The flow that puts ``subject``'s token (None: the catalog grant) on every request to ``server``.
+
+        A ``url`` server not declared ``auth = "oauth"`` gets a flow that only watches for the 401 of a server
+        that requires OAuth.
+        """
+        if server in self.servers:
+            return _BearerFlow(self, server, subject or CATALOG_SUBJECT)
+        if server in self._undeclared:
+            return _Detector(self, server)
+        return None
+
+    def detected(self, server: str, resource_metadata: str) -> None:
+        """An undeclared server answered 401 naming its resource metadata: from now on it is an OAuth upstream."""
+        settings = self._undeclared.pop(server, None)
+        if settings is None:
+            return
+        self.servers[server] = settings.model_copy(update={"auth": "oauth"})
+        self._hints[server] = resource_metadata
+        logger.warning(
+            "upstream %s requires OAuth (its 401 names %s): each user now gets a consent link; run "
+            '`dockyard servers authorize %s` so the portal can list its tools, and set auth = "oauth" in the config',
+            server,
+            resource_metadata,
+            server,
+        )
+
+    def missing_catalog_grant(self, server: str) -> None:
+        """Tell the admin, once, that ``server``'s tools cannot be listed without their grant."""
+        if server not in self._warned:
+            self._warned.add(server)
+            logger.warning(
+                "upstream %s requires OAuth and has no catalog grant yet: run `dockyard servers authorize %s` "
+                "and open the link it prints, so the portal can list its tools",
+                server,
+                server,
+            )
+
+
+class _Detector(httpx2.Auth):
+    """Passes requests through; a 401 naming resource metadata turns the server into an OAuth upstream."""
+
+    def __init__(self, oauth: UpstreamOAuth, server: str) -> None:
+        self._oauth = oauth
+        self._server = server
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        response = yield request
+        if response.status_code == 401:
+            hint = extract_field_from_www_auth(response, "resource_metadata")
+            if hint:
+                self._oauth.detected(self._server, hint)
+
+    def sync_auth_flow(self, request: httpx2.Request) -> Any:  # pragma: no cover - the portal is async
+        raise RuntimeError("the upstream OAuth flow is async only")
 
 
 class _BearerFlow(httpx2.Auth):
@@ -698,6 +753,8 @@ class _BearerFlow(httpx2.Auth):
             logger.info("no usable token of %s for %s: %s", self._subject, self._server, error)
             token = None
         except GrantRequiredError:
+            if self._subject == CATALOG_SUBJECT:
+                self._oauth.missing_catalog_grant(self._server)
             token = None
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"

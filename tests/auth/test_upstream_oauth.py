@@ -11,6 +11,7 @@ import logging
 import os
 import textwrap
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,12 @@ def _link(result: types.CallToolResult) -> str:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with make_world(tmp_path) as world:
+        yield world
+
+
+@asynccontextmanager
+async def make_world(tmp_path: Path, *, declared: bool = True) -> AsyncIterator[World]:
     holder: list[Upstream] = []
 
     def build(base: str) -> Any:
@@ -111,7 +118,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             },
             "auth": {"mode": "none"},
             "policy": {"dir": str(policies)},
-            "servers": {"notes": {"url": f"{base}/mcp", "auth": "oauth"}},
+            "servers": {"notes": {"url": f"{base}/mcp", **({"auth": "oauth"} if declared else {})}},
         }
         settings = settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ=os.environ)
         async with running_portal(settings) as portal:
@@ -387,3 +394,16 @@ async def test_a_consent_link_works_only_in_the_browser_of_the_user_it_was_made_
             upstream = await browser.get(path)
             assert upstream.status_code == 302
             assert upstream.headers["location"].startswith(f"{world.upstream.provider.issuer}/authorize?")
+
+
+async def test_an_upstream_not_declared_oauth_is_detected_from_its_401(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """U1/U2: a url server answering 401 with resource_metadata becomes an OAuth upstream; the admin is told."""
+    with caplog.at_level(logging.WARNING, logger="dockyard.upstream_oauth"):
+        async with make_world(tmp_path, declared=False) as world:
+            messages = [r.getMessage() for r in caplog.records]
+            assert any("upstream notes requires OAuth (its 401 names" in m for m in messages)
+            assert any("dockyard servers authorize notes" in m for m in messages)
+            await world.consent(_link(await world.call(ALICE)), as_user="alice@up")
+            assert _text(await world.call(ALICE)) == "alice@up"

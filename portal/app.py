@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,7 +27,7 @@ from starlette.routing import Route
 from portal.admin import admin_routes
 from portal.auth import AuthService, ResourceGuard
 from portal.auth._credentials import upstream_credentials
-from portal.auth._upstream_routes import upstream_oauth_routes
+from portal.auth._upstream_routes import login_cookie_user, upstream_oauth_routes
 from portal.config import SHIPPED_POLICIES, Settings, is_loopback_host
 from portal.endpoint import build_mcp_server
 from portal.errors import ConfigError
@@ -122,11 +122,12 @@ def create_app(settings: Settings) -> Starlette:
         session_idle_timeout=30 * 60,
     )
     # Imported here: codemode's endpoint builds on the portal's modules, so a top-level import would cycle.
-    from codemode import MontyExecutor, build_code_server
+    from codemode import MontyExecutor, build_code_server, python_runtime
 
     executor = MontyExecutor()
+    python = python_runtime(settings.codemode, data_dir=data_dir, checker=executor)
     code_manager = StreamableHTTPSessionManager(
-        app=build_code_server(gateway, executor),
+        app=build_code_server(gateway, executor, python=python),
         json_response=False,
         stateless=False,
         security_settings=_transport_security(settings),
@@ -169,6 +170,7 @@ def create_app(settings: Settings) -> Starlette:
                 gateway.running(),
                 manager.run(),
                 executor.running(),
+                python.running() if python is not None else nullcontext(),
                 code_manager.run(),
                 anyio.create_task_group() as tasks,
             ):
@@ -188,7 +190,9 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *admin_routes(gateway.approvals, security=_transport_security(settings)),
-            *upstream_oauth_routes(credentials.oauth),
+            *upstream_oauth_routes(
+                credentials.oauth, browser_user=login_cookie_user(auth.cookies) if auth is not None else None
+            ),
             *(auth.routes(_transport_security(settings)) if auth is not None else []),
         ],
         middleware=middleware,

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from portal.auth._sessions import SessionCookies
 from portal.auth._upstream_oauth import (
     CALLBACK_PATH,
     CATALOG_SUBJECT,
@@ -19,7 +20,7 @@ from portal.auth._upstream_oauth import (
     UpstreamOAuth,
 )
 
-__all__ = ["upstream_oauth_routes"]
+__all__ = ["login_cookie_user", "upstream_oauth_routes"]
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -38,6 +39,16 @@ def _page(title: str, message: str, *, status: int) -> Response:
         f"</head><body><main><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></main></body></html>"
     )
     return HTMLResponse(body, status_code=status, headers=_HEADERS)
+
+
+def login_cookie_user(cookies: SessionCookies) -> Callable[[Request], str | None]:
+    """``browser_user`` for :func:`upstream_oauth_routes` from the portal's login cookie."""
+
+    def who(request: Request) -> str | None:
+        session = cookies.current(request)
+        return f"user:{session.subject}" if session is not None else None
+
+    return who
 
 
 def upstream_oauth_routes(

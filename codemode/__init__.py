@@ -1,12 +1,14 @@
 """Code Mode: a typed Python SDK generated from the tools a principal may see, and the tools over it.
 
 :func:`generate_sdk` generates the SDK and :func:`load_sdk` loads it with a call hook; :class:`SdkIndex`
-searches it; :class:`MontyExecutor` runs model-written scripts against it; :func:`build_code_server` is
+searches it; :class:`MontyExecutor` runs model-written scripts against it (and :class:`PythonRuntime` runs
+them in full CPython in a sandbox box); :func:`build_code_server` is
 the ``/mcp/code`` endpoint with its two tools, ``search`` and ``execute``.
 """
 
 from codemode._endpoint import EXECUTE_DESCRIPTION, SEARCH_DESCRIPTION, build_code_server
 from codemode._executor import CallRecord, ExecuteResult, Limits, MontyExecutor, ToolError
+from codemode._python import PythonRuntime, PythonRuntimeError, python_runtime
 from codemode._sdk import (
     GeneratedSdk,
     SdkFunction,
@@ -27,6 +29,8 @@ __all__ = [
     "GeneratedSdk",
     "Limits",
     "MontyExecutor",
+    "PythonRuntime",
+    "PythonRuntimeError",
     "SdkFunction",
     "SdkIndex",
     "SdkParameter",
@@ -36,4 +40,5 @@ __all__ = [
     "default_target",
     "generate_sdk",
     "load_sdk",
+    "python_runtime",
 ]

@@ -24,6 +24,7 @@ from mcp.server import Server
 from mcp.shared.exceptions import MCPError
 
 from codemode._executor import ApprovalPending, ExecuteResult, MontyExecutor, PausedState, ToolError
+from codemode._python import PythonRuntime, PythonRuntimeError
 from codemode._runs import RunError, RunStore
 from codemode._sdk import GeneratedSdk, ToolCaller, generate_sdk
 from codemode._search import Detail, SdkIndex
@@ -57,7 +58,8 @@ A tool call that fails raises `ToolError` ("<tool>: <error>"), which the script 
 arguments default to OMIT (not sent); None is sent as null. Limits: CPU time, memory, number of tool \
 calls and output size; output past the limit is cut and `truncated` is set. A call that needs an \
 admin's approval pauses the script (`status: paused`); once it is decided, `execute` with `resume` set \
-to the run id continues from that call."""
+to the run id continues from that call. `runtime: "python"` runs full CPython and its standard library \
+instead (sqlite3, classes, ...) in a sandbox without network; it starts slower and cannot pause."""
 
 _SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -73,6 +75,7 @@ _EXECUTE_SCHEMA: dict[str, Any] = {
     "properties": {
         "code": {"type": "string", "description": "The Python script to run."},
         "resume": {"type": "string", "description": "The run id of a paused run to continue (instead of code)."},
+        "runtime": {"type": "string", "enum": ["monty", "python"], "default": "monty"},
     },
 }
 _TOOLS = [
@@ -96,9 +99,10 @@ def _value(result: types.CallToolResult) -> object:
 
 
 class _CodeMode:
-    def __init__(self, gateway: Gateway, executor: MontyExecutor) -> None:
+    def __init__(self, gateway: Gateway, executor: MontyExecutor, python: PythonRuntime | None) -> None:
         self.gateway = gateway
         self.executor = executor
+        self.python = python
         self.runs = RunStore(gateway.engine)
         self._catalog: Catalog | None = None
         self._cache: dict[tuple[str, ...], tuple[GeneratedSdk, SdkIndex]] = {}
@@ -153,7 +157,9 @@ class _CodeMode:
         )
 
     async def execute(self, principal: Principal, arguments: dict[str, Any]) -> types.CallToolResult:
-        code, resume = arguments.get("code"), arguments.get("resume")
+        code, resume, runtime = arguments.get("code"), arguments.get("resume"), arguments.get("runtime", "monty")
+        if runtime not in ("monty", "python"):
+            return _error(f"'runtime' must be 'monty' or 'python', got {runtime!r}")
         if resume is not None:
             if not isinstance(resume, str) or code is not None:
                 return _error(f"'resume' must be the run id of a paused run, without 'code'; got {resume!r}")
@@ -161,6 +167,14 @@ class _CodeMode:
         if not isinstance(code, str) or not code.strip():
             return _error(f"'code' must be a non-empty string of Python, got {code!r}")
         sdk, _ = self.sdk_for(principal)
+        if runtime == "python":
+            if self.python is None:
+                return _error("runtime 'python' is off on this portal ([codemode] python_backend = \"none\")")
+            try:
+                outcome = await self.python.run(sdk, code, self._caller(principal), owner=principal.label)
+            except PythonRuntimeError as error:
+                return _error(str(error))
+            return _answer(outcome)
         return await self._answer(principal, await self.executor.run(sdk, code, self._caller(principal)))
 
     async def resume(self, principal: Principal, run_id: str) -> types.CallToolResult:
@@ -275,15 +289,18 @@ def _answer(outcome: ExecuteResult) -> types.CallToolResult:
     )
 
 
-def build_code_server(gateway: Gateway, executor: MontyExecutor, *, name: str = "dockyard-code") -> Server[Any]:
+def build_code_server(
+    gateway: Gateway, executor: MontyExecutor, *, python: PythonRuntime | None = None, name: str = "dockyard-code"
+) -> Server[Any]:
     """The MCP server the portal mounts on ``/mcp/code``: ``search`` and ``execute`` over the caller's SDK.
 
     Args:
         gateway: The choke point every SDK call goes through.
         executor: Runs the scripts; its :meth:`~codemode.MontyExecutor.running` must be entered while serving.
+        python: Runs ``runtime="python"`` scripts (its ``running`` entered too); None turns that runtime off.
         name: The server name reported to clients.
     """
-    code_mode = _CodeMode(gateway, executor)
+    code_mode = _CodeMode(gateway, executor, python)
     server: Server[Any] = Server(
         name,
         version="0.1.0",

@@ -355,6 +355,18 @@ class MontyExecutor:
 
         return await self._outcome(run, start)
 
+    @asynccontextmanager
+    async def fresh_session(self, sdk: GeneratedSdk) -> AsyncGenerator[monty.AsyncMontySession]:
+        """A session for ``sdk`` (namespaces importable, type checking on) with nothing fed yet.
+
+        For feeding code of one's own: ``runtime="python"`` type-checks scripts in one without running them.
+
+        Raises:
+            RuntimeError: The executor is not running (see :meth:`running`).
+        """
+        async with self._running().fresh(sdk, _checkout_limits(self.limits)) as session:
+            yield session
+
     def _running(self) -> Sessions:
         if self._sessions is None:
             raise RuntimeError("the Monty executor is not running; enter `executor.running()` first")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -122,11 +122,12 @@ def create_app(settings: Settings) -> Starlette:
         session_idle_timeout=30 * 60,
     )
     # Imported here: codemode's endpoint builds on the portal's modules, so a top-level import would cycle.
-    from codemode import MontyExecutor, build_code_server
+    from codemode import MontyExecutor, build_code_server, python_runtime
 
     executor = MontyExecutor()
+    python = python_runtime(settings.codemode, data_dir=data_dir, checker=executor)
     code_manager = StreamableHTTPSessionManager(
-        app=build_code_server(gateway, executor),
+        app=build_code_server(gateway, executor, python=python),
         json_response=False,
         stateless=False,
         security_settings=_transport_security(settings),
@@ -169,6 +170,7 @@ def create_app(settings: Settings) -> Starlette:
                 gateway.running(),
                 manager.run(),
                 executor.running(),
+                python.running() if python is not None else nullcontext(),
                 code_manager.run(),
                 anyio.create_task_group() as tasks,
             ):

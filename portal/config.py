@@ -23,6 +23,7 @@ __all__ = [
     "SHIPPED_POLICIES",
     "AuthSettings",
     "ClientSettings",
+    "CodeModeSettings",
     "OIDCSettings",
     "PolicySettings",
     "PortalSettings",
@@ -176,6 +177,21 @@ class PolicySettings(_Strict):
     """Seconds a call held for approval waits for an admin's decision, and an approval stays usable."""
 
 
+class CodeModeSettings(_Strict):
+    """The ``[codemode]`` table: where ``execute(runtime="python")`` runs, and its limits."""
+
+    python_backend: Literal["bubblewrap", "docker", "none"] = "bubblewrap"
+    """The sandbox backend of the boxes (one per principal) that run scripts in CPython; ``none`` turns
+    ``runtime="python"`` off. Availability is checked at the first such run, which reports what is missing."""
+    python_backend_options: dict[str, Any] = Field(default_factory=dict[str, Any])
+    """The backend's options, as in ``[servers.NAME.options.bubblewrap]`` or ``.docker``."""
+    python_memory_mb: Annotated[int, Field(ge=32, le=64 * 1024)] = 256
+    python_cpu_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    python_wall_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    python_max_calls: Annotated[int, Field(ge=1, le=10_000)] = 50
+    python_max_output_chars: Annotated[int, Field(ge=100, le=10_000_000)] = 20_000
+
+
 class ServerSettings(_Strict):
     """One ``[servers.NAME]`` table: exactly one of ``command``, ``url``, ``builtin`` or ``module``."""
 
@@ -263,6 +279,7 @@ class Settings(_Strict):
     portal: PortalSettings = Field(default_factory=PortalSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    codemode: CodeModeSettings = Field(default_factory=CodeModeSettings)
     servers: dict[str, ServerSettings] = Field(default_factory=dict[str, ServerSettings])
     source: str = Field(default="<defaults>", exclude=True)
     """Where these settings came from, for messages."""

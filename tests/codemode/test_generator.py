@@ -49,6 +49,8 @@ def test_the_package_exports_exactly_its_public_surface() -> None:
         "GeneratedSdk",
         "Limits",
         "MontyExecutor",
+        "PythonRuntime",
+        "PythonRuntimeError",
         "SEARCH_DESCRIPTION",
         "SdkFunction",
         "SdkIndex",
@@ -59,6 +61,7 @@ def test_the_package_exports_exactly_its_public_surface() -> None:
         "default_target",
         "generate_sdk",
         "load_sdk",
+        "python_runtime",
     ]
     assert all(hasattr(codemode, name) for name in codemode.__all__)
 

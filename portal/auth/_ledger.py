@@ -12,8 +12,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select, update
+from sqlalchemy import Engine, Select, Table, bindparam
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, col, select, update
 
 from portal.auth._scopes import parse_scope
 from portal.store import utcnow
@@ -26,6 +27,14 @@ from portal.store._auth_tables import (
 )
 
 __all__ = ["Ledger", "RefreshOutcome", "digest", "new_id"]
+
+_ACCESS: Table = SQLModel.metadata.tables["auth_access_tokens"]
+_GRANTS: Table = SQLModel.metadata.tables["auth_grants"]
+_REVOKED: Select[datetime | None, datetime | None] = (
+    sa_select(_ACCESS.c.revoked_at, _GRANTS.c.revoked_at)
+    .select_from(_ACCESS.join(_GRANTS, _GRANTS.c.id == _ACCESS.c.grant_id))
+    .where(_ACCESS.c.jti == bindparam("jti"))
+)
 
 
 def digest(secret: str) -> str:
@@ -160,7 +169,7 @@ class Ledger:
             return record, grant
 
     def access_status(self, jti: str) -> tuple[AccessTokenRecord, GrantRecord] | None:
-        """An access token's record and grant: the per-request revocation check (one indexed join)."""
+        """An access token's record and grant (introspection)."""
         with Session(self.engine, expire_on_commit=False) as session:
             row = session.exec(
                 select(AccessTokenRecord, GrantRecord)
@@ -171,6 +180,17 @@ class Ledger:
                 return None
             session.expunge_all()
             return row[0], row[1]
+
+    def is_revoked(self, jti: str) -> bool | None:
+        """Whether an access token or its grant was revoked; None if no such token was issued.
+
+        The per-request check of the protected resource: one indexed join in SQLAlchemy Core, no ORM.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(_REVOKED, {"jti": jti}).first()
+        if row is None:
+            return None
+        return row[0] is not None or row[1] is not None
 
     def revoke_access(self, jti: str) -> None:
         """Revoke one access token."""

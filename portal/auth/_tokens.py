@@ -160,11 +160,10 @@ class TokenService:
         matching = [a for a in audiences if isinstance(a, str) and covers(a, resource)]
         if not matching:
             raise InvalidTokenError(f"the access token is for another resource, not {resource}")
-        status = self.ledger.access_status(str(claims["jti"]))
-        if status is None:
+        revoked = self.ledger.is_revoked(str(claims["jti"]))
+        if revoked is None:
             raise InvalidTokenError("the access token is not known to this portal")
-        record, grant = status
-        if record.revoked_at is not None or grant.revoked_at is not None:
+        if revoked:
             raise InvalidTokenError("the access token has been revoked")
         kind = claims.get("dockyard_kind")
         groups = claims.get("groups")

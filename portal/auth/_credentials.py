@@ -8,6 +8,7 @@ user's upstream token and nothing of the client's (SECURITY.md R4, U2).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ logger = logging.getLogger("dockyard.credentials")
 class _Held:
     session: ClientSession
     close: anyio.Event = field(default_factory=anyio.Event)
+    used: float = field(default_factory=time.monotonic)
 
 
 class UpstreamCredentials:
@@ -48,11 +50,13 @@ class UpstreamCredentials:
     Args:
         vault: The encrypted vault.
         oauth: The OAuth client of ``auth = "oauth"`` upstreams.
+        idle_timeout: Seconds a user's own upstream session stays open without a call.
     """
 
-    def __init__(self, vault: Vault, oauth: UpstreamOAuth) -> None:
+    def __init__(self, vault: Vault, oauth: UpstreamOAuth, *, idle_timeout: float = 30 * 60) -> None:
         self.vault = vault
         self.oauth = oauth
+        self.idle_timeout = idle_timeout
         self._held: dict[tuple[str, str], _Held] = {}
         self._lock = anyio.Lock()
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -84,7 +88,9 @@ class UpstreamCredentials:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             try:
-                await anyio.sleep_forever()
+                while True:
+                    await anyio.sleep(min(60.0, self.idle_timeout))
+                    self._close_idle()
             finally:
                 for held in self._held.values():
                     held.close.set()
@@ -100,8 +106,10 @@ class UpstreamCredentials:
         await self.oauth.access_token(upstream.name, subject)
         key = (upstream.name, subject)
         async with self._lock:
+            self._close_idle()
             held = self._held.get(key)
             if held is not None and not held.close.is_set():
+                held.used = time.monotonic()
                 return held.session
             if self._task_group is None:
                 raise UpstreamUnavailableError("the portal is not running its upstream sessions")
@@ -120,6 +128,12 @@ class UpstreamCredentials:
             await self._task_group.start(hold)
             self._held[key] = holder[0]
             return holder[0].session
+
+    def _close_idle(self) -> None:
+        idle = time.monotonic() - self.idle_timeout
+        for key, held in list(self._held.items()):
+            if held.used < idle:
+                self.drop(*key)
 
     def drop(self, server: str, subject: str) -> None:
         """Close ``subject``'s session to ``server`` (after an error); the next call opens a new one."""

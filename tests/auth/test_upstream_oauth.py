@@ -407,3 +407,16 @@ async def test_an_upstream_not_declared_oauth_is_detected_from_its_401(
             assert any("dockyard servers authorize notes" in m for m in messages)
             await world.consent(_link(await world.call(ALICE)), as_user="alice@up")
             assert _text(await world.call(ALICE)) == "alice@up"
+
+
+async def test_a_users_own_session_is_reused_and_closed_when_idle(world: World) -> None:
+    await world.consent(_link(await world.call(ALICE)), as_user="alice@up")
+    credentials = world.portal.gateway.credentials
+    assert credentials is not None
+    upstream = world.portal.gateway.upstreams["notes"]
+    first = await credentials.user_session(upstream, ALICE.label)
+    assert await credentials.user_session(upstream, ALICE.label) is first
+    credentials.idle_timeout = 0.0
+    assert await credentials.user_session(upstream, ALICE.label) is not first
+    credentials.idle_timeout = 1800.0
+    assert _text(await world.call(ALICE)) == "alice@up"

@@ -518,6 +518,14 @@ def main():
     os.rename(CONTROL + ".new", CONTROL)  # the host never sees a socket that does not listen yet
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    # Let go of the host's files (the backend's log): nothing in the box may write to them from now on.
+    devnull = os.open("/dev/null", os.O_WRONLY)
+    try:
+        log = os.open("/tmp/dockyard-agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        log = devnull
+    os.dup2(devnull, 1)
+    os.dup2(log, 2)
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=agent.handle, args=(conn,), daemon=True).start()

@@ -15,6 +15,10 @@ docker image first). In one run, on one machine, it times:
   - ``create+first``: ``backend.start(spec)`` (it returns once the box's agent answers) and the first
     ``exec(["true"])`` answered, on fresh directories; the box is stopped after each, untimed;
   - ``steady``: ``exec(["true"])`` on a running box, one after another;
+  - ``tool create+exec`` and ``tool exec``: the same through the sandbox MCP server (``create_server``,
+    in process, the official ``mcp`` client): the ``create`` tool, then ``exec`` of ``true``, the sandbox
+    destroyed after each, untimed; and ``exec`` of ``true`` in a live sandbox. This adds the manager (the
+    workspace, a loop-mounted ext4 image when run as root; metadata on disk), MCP and the shell;
   - with ``--runsc``, also ``docker-runsc``: the docker backend with gVisor's ``runsc`` runtime (it must be
     registered with dockerd; see ``servers/sandbox/_docker.py``), against the same ``docker run`` baseline.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -38,12 +43,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp import Client
 
 from bench._procs import wait_quiet
+from servers.sandbox import create_server
 from servers.sandbox._agent_client import AgentClient
 from servers.sandbox._backend import (
     SANDBOX_GID,
@@ -154,6 +162,43 @@ async def _steady(agent: AgentClient, runs: int) -> list[float]:
     return timings
 
 
+class _Tools:
+    """The sandbox MCP server over one backend, in process, called through the official client."""
+
+    def __init__(self, client: Client, sandbox_id: str) -> None:
+        self.client = client
+        self.sandbox_id = sandbox_id
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        result = await self.client.call_tool(tool, arguments)
+        if result.is_error or result.structured_content is None:
+            raise RuntimeError(f"{tool} failed: {result.content}")
+        return result.structured_content
+
+    async def exec_true(self, sandbox_id: str) -> None:
+        answer = await self.call("exec", {"sandbox_id": sandbox_id, "command": "true"})
+        if answer["exit_code"] != 0:
+            raise RuntimeError(f"exec true answered {answer}")
+
+    async def create_first(self, runs: int) -> list[float]:
+        timings: list[float] = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            sandbox_id = (await self.call("create", {"name": "bench"}))["id"]
+            await self.exec_true(sandbox_id)
+            timings.append(time.perf_counter() - started)
+            await self.call("destroy", {"sandbox_id": sandbox_id})
+        return timings
+
+    async def steady(self, runs: int) -> list[float]:
+        timings: list[float] = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            await self.exec_true(self.sandbox_id)
+            timings.append(time.perf_counter() - started)
+        return timings
+
+
 async def _available(name: str) -> Backend | str:
     try:
         if name == "docker-runsc":
@@ -180,9 +225,26 @@ async def _open_live(
         await _create_first(backend, boxes, 1)
 
 
+async def _open_tools(
+    backends: dict[str, Backend | str], root: Path, stack: AsyncExitStack, tools: dict[str, _Tools]
+) -> None:
+    """The MCP server per available backend (runc only), each with one sandbox for the steady scenario."""
+    for name in BACKENDS:
+        if isinstance(backends[name], str):
+            continue
+        server = create_server({"backend": name}, data_dir=root / f"data-{name}")
+        client = await stack.enter_async_context(Client(server))
+        probe = _Tools(client, "")
+        tools[name] = _Tools(client, (await probe.call("create", {"name": "steady"}))["id"])
+        stack.push_async_callback(probe.call, "destroy", {"sandbox_id": tools[name].sandbox_id})
+        await tools[name].steady(20)
+        await tools[name].create_first(1)
+
+
 def _scenarios(
     baselines: dict[str, list[str]],
     live: dict[str, tuple[Backend, AgentClient]],
+    tools: dict[str, _Tools],
     boxes: _Boxes,
     *,
     cold: int,
@@ -195,10 +257,13 @@ def _scenarios(
         cold_runs = max(3, cold // 3) if name == "docker-runsc" else cold  # gVisor boxes are slow to make
         scenarios.append((f"{name}/create+first", lambda b=backend, n=cold_runs: _create_first(b, boxes, n)))
         scenarios.append((f"{name}/steady", lambda a=agent: _steady(a, steady)))
+    for name, tool in tools.items():
+        scenarios.append((f"{name}/tool create+exec", lambda t=tool: t.create_first(cold)))
+        scenarios.append((f"{name}/tool exec", lambda t=tool: t.steady(steady)))
     return scenarios
 
 
-async def run(*, rounds: int, cold: int, steady: int, runsc: bool = False) -> dict[str, Any]:
+async def run(*, rounds: int, cold: int, steady: int, runsc: bool = False, tools: bool = True) -> dict[str, Any]:
     """Measure every scenario ``rounds`` times in turn; ``cold`` boxes and ``steady`` commands per round."""
     image = sandbox_image_name()
     baselines: dict[str, list[str]] = {}
@@ -222,17 +287,21 @@ async def run(*, rounds: int, cold: int, steady: int, runsc: bool = False) -> di
         root.chmod(0o755)
         boxes = _Boxes(root)
         live: dict[str, tuple[Backend, AgentClient]] = {}
+        servers: dict[str, _Tools] = {}
         try:
-            await _open_live(backends, boxes, live)
-            for argv in baselines.values():
-                await _time_process(argv, 2)  # warm-up (page cache, dockerd)
-            for round_no in range(rounds):
-                scenarios = _scenarios(baselines, live, boxes, cold=cold, steady=steady)
-                if round_no % 2:
-                    scenarios.reverse()
-                for key, measure in scenarios:
-                    await anyio.to_thread.run_sync(lambda: wait_quiet(max_busy_cores=0.4, timeout=20))
-                    samples.setdefault(key, []).extend(await measure())
+            async with AsyncExitStack() as stack:
+                await _open_live(backends, boxes, live)
+                if tools:
+                    await _open_tools(backends, root, stack, servers)
+                for argv in baselines.values():
+                    await _time_process(argv, 2)  # warm-up (page cache, dockerd)
+                for round_no in range(rounds):
+                    scenarios = _scenarios(baselines, live, servers, boxes, cold=cold, steady=steady)
+                    if round_no % 2:
+                        scenarios.reverse()
+                    for key, measure in scenarios:
+                        await anyio.to_thread.run_sync(lambda: wait_quiet(max_busy_cores=0.4, timeout=20))
+                        samples.setdefault(key, []).extend(await measure())
         finally:
             for backend in backends.values():
                 if not isinstance(backend, str):
@@ -251,11 +320,17 @@ def ratios(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         base = stats.get(baseline, {}).get("p50_ms")
         cold = stats.get(f"{name}/create+first", {}).get("p50_ms")
         warm = stats.get(f"{name}/steady", {}).get("p50_ms")
+        tool_cold = stats.get(f"{name}/tool create+exec", {}).get("p50_ms")
+        tool_warm = stats.get(f"{name}/tool exec", {}).get("p50_ms")
         entry: dict[str, float] = {}
         if base and cold:
             entry["create_first_vs_baseline"] = round(cold / base, 2)
         if base and warm:
             entry["steady_vs_baseline"] = round(warm / base, 3)
+        if base and tool_cold:
+            entry["tool_create_exec_vs_baseline"] = round(tool_cold / base, 2)
+        if base and tool_warm:
+            entry["tool_exec_vs_baseline"] = round(tool_warm / base, 3)
         if entry:
             out[name] = entry
     return out
@@ -271,10 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one round, few samples (a smoke run, ~15 s)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds over all scenarios (default 3)")
     parser.add_argument("--runsc", action="store_true", help="also the docker backend on gVisor (runtime runsc)")
+    parser.add_argument("--no-tools", action="store_true", help="skip the scenarios through the MCP server")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     cold, steady = (5, 50) if args.quick else (15, 300)
-    result = anyio.run(lambda: run(rounds=rounds, cold=cold, steady=steady, runsc=args.runsc))
+    logging.getLogger("sandbox").setLevel(logging.WARNING)  # the manager logs every create and destroy
+    result = anyio.run(lambda: run(rounds=rounds, cold=cold, steady=steady, runsc=args.runsc, tools=not args.no_tools))
     stats: dict[str, dict[str, Any]] = result["samples"]
     print(f"{'scenario':<26} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'min ms':>8}")
     for key, row in stats.items():
@@ -290,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if "steady_vs_baseline" in entry:
             parts.append(f"steady command {entry['steady_vs_baseline']:.3f}x")
+        if "tool_create_exec_vs_baseline" in entry:
+            parts.append(f"tools create+exec {entry['tool_create_exec_vs_baseline']:.2f}x")
+        if "tool_exec_vs_baseline" in entry:
+            parts.append(f"tool exec {entry['tool_exec_vs_baseline']:.3f}x")
         print(f"  {name:<13} " + ", ".join(parts))
     report = {
         "command": " ".join(["python -m bench.sandbox", *(argv if argv is not None else sys.argv[1:])]),

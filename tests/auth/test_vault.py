@@ -7,7 +7,6 @@ import io
 import os
 import stat
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +29,11 @@ from portal.channel import NULL_CHANNEL
 from portal.cli import main
 from portal.config import settings_from_mapping
 from portal.principal import LOCAL_PRINCIPAL
-from portal.store import open_engine
 from tests.auth.serving import serving
+from tests.portal.conftest import database_url, engine, postgres_database, postgres_url  # noqa: F401 - fixtures: SQLite, then the local PostgreSQL server
 from tests.support import running_portal, wait_for
 
 KEY = b"\x01" * 32
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_engine(f"sqlite:///{tmp_path / 'vault.db'}")
-    yield engine
-    engine.dispose()
 
 
 # --- the key ---------------------------------------------------------------------------------------------
@@ -77,7 +69,7 @@ def test_a_malformed_environment_key_is_refused(tmp_path: Path) -> None:
 # --- sealing ---------------------------------------------------------------------------------------------
 
 
-def test_a_secret_round_trips_and_is_not_stored_in_clear(engine: Engine) -> None:
+def test_a_secret_round_trips_and_is_not_stored_in_clear(engine: Engine) -> None:  # noqa: F811
     vault = Vault(engine, KEY)
     ref = SecretRef("header", "docs", "Authorization")
     vault.put(ref, "Bearer sk-live-123")
@@ -89,7 +81,7 @@ def test_a_secret_round_trips_and_is_not_stored_in_clear(engine: Engine) -> None
     assert b"sk-live" not in bytes(stored)
 
 
-def test_a_ciphertext_moved_to_another_row_does_not_decrypt(engine: Engine) -> None:
+def test_a_ciphertext_moved_to_another_row_does_not_decrypt(engine: Engine) -> None:  # noqa: F811
     vault = Vault(engine, KEY)
     mine, theirs = (
         SecretRef("oauth-grant", "notes", "grant", "user:alice"),
@@ -109,7 +101,7 @@ def test_a_ciphertext_moved_to_another_row_does_not_decrypt(engine: Engine) -> N
     assert vault.get(mine) is not None
 
 
-def test_a_tampered_ciphertext_does_not_decrypt(engine: Engine) -> None:
+def test_a_tampered_ciphertext_does_not_decrypt(engine: Engine) -> None:  # noqa: F811
     vault = Vault(engine, KEY)
     ref = SecretRef("env", "db", "PGPASSWORD")
     vault.put(ref, "s3cret")
@@ -121,13 +113,13 @@ def test_a_tampered_ciphertext_does_not_decrypt(engine: Engine) -> None:
         vault.get(ref)
 
 
-def test_another_key_is_named_as_the_problem(engine: Engine) -> None:
+def test_another_key_is_named_as_the_problem(engine: Engine) -> None:  # noqa: F811
     Vault(engine, KEY).put(SecretRef("env", "db", "PGPASSWORD"), "s3cret")
     with pytest.raises(VaultKeyError, match="another vault key"):
         Vault(engine, b"\x02" * 32).get(SecretRef("env", "db", "PGPASSWORD"))
 
 
-def test_take_hands_a_single_use_value_out_once(engine: Engine) -> None:
+def test_take_hands_a_single_use_value_out_once(engine: Engine) -> None:  # noqa: F811
     vault = Vault(engine, KEY)
     ref = SecretRef("oauth-pending", "", "state-digest")
     vault.put(ref, "verifier")

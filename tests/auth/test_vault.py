@@ -213,3 +213,24 @@ async def test_a_stored_header_is_sent_when_the_portal_connects_and_never_audite
             await wait_for(lambda: "api__api_key" in audit())  # the audit log is written in the background
             assert "sk-upstream-42" not in audit()
         await anyio.lowlevel.checkpoint()
+
+
+def test_the_auth_package_exports_the_vault_and_the_upstream_oauth_client() -> None:
+    import portal.auth
+
+    assert set(portal.auth.__all__) >= {
+        "CATALOG_SUBJECT",
+        "DiscoveryError",
+        "AuthorizationError",
+        "SecretRef",
+        "UpstreamAuthError",
+        "UpstreamCredentials",
+        "UpstreamOAuth",
+        "Vault",
+        "VaultError",
+        "VaultKeyError",
+        "SecretCorruptError",
+        "load_vault_key",
+        "upstream_credentials",
+        "upstream_oauth_routes",
+    }

@@ -8,7 +8,7 @@
                                              mint a recorded, revocable access token; printed on stdout only
 ``dockyard token list [--all]``              grants of minted tokens (never the tokens)
 ``dockyard token revoke GRANT_ID``           revoke a grant and every token issued under it, in every process
-``dockyard token rotate-key``                start signing with a new key; the old one verifies until its tokens expire
+``dockyard token rekey``                start signing with a new key; the old one verifies until its tokens expire
 
 A password never comes from the command line, where other users of the machine could read it.
 """
@@ -228,5 +228,5 @@ def add_token_commands(parser: argparse.ArgumentParser, load: LoadSettings) -> N
     revoke = sub.add_parser("revoke", help="revoke a grant and every token issued under it")
     revoke.add_argument("grant")
     revoke.set_defaults(func=partial(_token_revoke, load))
-    rotate = sub.add_parser("rotate-key", help="sign with a new key; the previous one verifies until its tokens expire")
+    rotate = sub.add_parser("rekey", help="sign with a new key; the previous one verifies until its tokens expire")
     rotate.set_defaults(func=partial(_token_rotate, load))

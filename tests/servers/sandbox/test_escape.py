@@ -17,7 +17,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from servers.sandbox._backend import Profile, SandboxNotFoundError, SandboxRequestError, SandboxStateError
+from servers.sandbox._backend import (
+    Profile,
+    SandboxError,
+    SandboxNotFoundError,
+    SandboxRequestError,
+    SandboxStateError,
+)
 from servers.sandbox._manager import SandboxManager
 from tests.servers.sandbox.conftest import SECRET, Box, Target, host_is_healthy, make_box
 
@@ -158,15 +164,19 @@ async def test_a_background_fork_bomb_is_contained_and_the_box_recovers(box: Box
     """Attempts a fork bomb as a background process, which no command timeout ends: the process limit holds
     it, and the next call gets a working box (restarted if the bomb starved its agent)."""
     agent = await box.agent()
-    await agent.spawn(
+    bomb = await agent.spawn(
         ["python3", "-c", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"]
     )
     with anyio.fail_after(60):
         while True:
             try:
                 _, out = await box.sh("echo alive", timeout=5)
-            except (SandboxStateError, SandboxRequestError):
-                continue  # the bomb starves the agent (no thread, no fork): the box is restarted
+            except SandboxStateError:
+                continue  # the bomb starved the agent of threads: the box is restarted
+            except SandboxRequestError:  # no process left to run a command with: stop the bomb, as a user would
+                with contextlib.suppress(SandboxError):
+                    await (await box.agent()).kill(bomb.id)
+                continue
             if out.strip() == "alive":
                 break
     await host_is_healthy(tmp_path)

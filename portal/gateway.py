@@ -727,6 +727,12 @@ class Gateway:
             return None
         return await self.credentials.dead_grant(upstream, principal.label)
 
+    def _grant_error(self, trace: _Trace, channel: ClientChannel, error: GrantRequiredError) -> MCPError:
+        """The consent link as a protocol error (prompts, resources); the audit record gets no link."""
+        assert self.credentials is not None
+        trace.done("error", error=str(error))
+        return self.credentials.grant_required_error(error, channel)
+
     def _grant_required(self, trace: _Trace, channel: ClientChannel, error: GrantRequiredError) -> types.CallToolResult:
         """The consent link for the caller (U2); the audit record gets the message, which has no link."""
         assert self.credentials is not None
@@ -819,7 +825,7 @@ class Gateway:
         trace.upstream_target = entry.upstream_name
         upstream_state = self._unseal(trace, request_state)
         try:
-            session, _ = await self._session_for(self.upstreams[server], channel)
+            session, _ = await self._session_of(self.upstreams[server], channel, principal)
 
             async def send(
                 responses: types.InputResponses | None, state: str | None
@@ -837,6 +843,8 @@ class Gateway:
             error = self._redact_error(trace, error)
             trace.done("error", error=str(error))
             raise error from None
+        except GrantRequiredError as error:
+            raise self._grant_error(trace, channel, error) from None
         except UpstreamUnavailableError as error:
             trace.done("error", error=str(error))
             raise
@@ -871,7 +879,7 @@ class Gateway:
         upstream_uri = trace.upstream_target = route[1]
         upstream_state = self._unseal(trace, request_state)
         try:
-            session, _ = await self._session_for(self.upstreams[server], channel)
+            session, _ = await self._session_of(self.upstreams[server], channel, principal)
 
             async def send(
                 responses: types.InputResponses | None, state: str | None
@@ -885,6 +893,8 @@ class Gateway:
             error = self._redact_error(trace, error)
             trace.done("error", error=str(error))
             raise error from None
+        except GrantRequiredError as error:
+            raise self._grant_error(trace, channel, error) from None
         except UpstreamUnavailableError as error:
             trace.done("error", error=str(error))
             raise

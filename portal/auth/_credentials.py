@@ -20,7 +20,7 @@ import anyio.to_thread
 import httpx2
 import mcp_types as types
 from mcp.client.session import ClientSession
-from mcp.shared.exceptions import UrlElicitationRequiredError
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from sqlalchemy import Engine
 
 from portal.auth._fetch import FetchPolicy
@@ -153,16 +153,36 @@ class UpstreamCredentials:
         Raises:
             UrlElicitationRequiredError: The client declared URL-mode elicitation (error -32042 carrying the link).
         """
-        caps = channel.capabilities
-        verb = "was revoked or expired" if error.dead else "has not been granted yet"
-        message = f"Your access to {error.server!r} {verb}. Open this link to grant Dockyard access, then retry"
-        if caps is not None and caps.elicitation is not None and caps.elicitation.url is not None:
-            raise UrlElicitationRequiredError(
-                [types.ElicitRequestURLParams(message=message, url=error.link, elicitation_id=uuid.uuid4().hex)],
-                message=f"authorization required for {error.server!r}",
-            )
+        message = _consent_message(error)
+        if _takes_urls(channel):
+            raise _url_elicitation(error, message)
         text = f"{message}: {error.link}"
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+    @staticmethod
+    def grant_required_error(error: GrantRequiredError, channel: ClientChannel) -> MCPError:
+        """The same for a request without tool results (prompts, resources): a protocol error with the link."""
+        message = _consent_message(error)
+        if _takes_urls(channel):
+            return _url_elicitation(error, message)
+        return MCPError(code=types.INVALID_REQUEST, message=f"{message}: {error.link}")
+
+
+def _consent_message(error: GrantRequiredError) -> str:
+    verb = "was revoked or expired" if error.dead else "has not been granted yet"
+    return f"Your access to {error.server!r} {verb}. Open this link to grant Dockyard access, then retry"
+
+
+def _takes_urls(channel: ClientChannel) -> bool:
+    caps = channel.capabilities
+    return caps is not None and caps.elicitation is not None and caps.elicitation.url is not None
+
+
+def _url_elicitation(error: GrantRequiredError, message: str) -> UrlElicitationRequiredError:
+    return UrlElicitationRequiredError(
+        [types.ElicitRequestURLParams(message=message, url=error.link, elicitation_id=uuid.uuid4().hex)],
+        message=f"authorization required for {error.server!r}",
+    )
 
 
 def upstream_credentials(

@@ -186,6 +186,12 @@ def oauth_upstream(base: str, *, access_ttl: int = 3600) -> Upstream:
         token = get_access_token()
         return f"{token.subject if token else None}"
 
+    @server.resource("notes://me")
+    def me() -> str:
+        """The calling user, as a resource."""
+        token = get_access_token()
+        return f"{token.subject if token else None}"
+
     requests: list[tuple[str, dict[str, str]]] = []
     app = _Recorder(server.streamable_http_app(), requests)
     return Upstream(provider, requests, app)

@@ -420,3 +420,16 @@ async def test_a_users_own_session_is_reused_and_closed_when_idle(world: World) 
     assert await credentials.user_session(upstream, ALICE.label) is not first
     credentials.idle_timeout = 1800.0
     assert _text(await world.call(ALICE)) == "alice@up"
+
+
+async def test_resources_of_an_oauth_upstream_are_read_with_the_callers_own_grant(world: World) -> None:
+    """U2/R4 beyond tools: a resource is read with the caller's grant, never the admin's catalog grant."""
+    uri = next(u for u in (str(r.uri) for r in world.portal.gateway.list_resources(ALICE)) if u.endswith("://me"))
+    with pytest.raises(MCPError) as caught:
+        await world.portal.gateway.read_resource(ALICE, uri, channel=NULL_CHANNEL)
+    assert "/oauth/upstream/notes/start?t=" in caught.value.error.message
+    link = caught.value.error.message[caught.value.error.message.index("http") :]
+    await world.consent(link, as_user="alice@up")
+    result = await world.portal.gateway.read_resource(ALICE, uri, channel=NULL_CHANNEL)
+    assert isinstance(result, types.ReadResourceResult)
+    assert [getattr(c, "text", None) for c in result.contents] == ["alice@up"]

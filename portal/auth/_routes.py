@@ -35,6 +35,7 @@ from portal.auth._scopes import OIDC_SCOPES, SCOPES, parse_scope
 from portal.auth._server import ConsentRequest, PortalAuthorizationServer
 from portal.auth._sessions import BrowserSession, SessionCookies
 from portal.auth._tokens import Owner
+from portal.auth._upstream_login import CALLBACK_PATH, START_PATH, UpstreamLogin
 from portal.auth._users import LoginThrottle, User, UserStore
 
 __all__ = ["OAuthEndpoints"]
@@ -73,6 +74,7 @@ class OAuthEndpoints:
         security: Host and Origin checks (T1).
         metadata: The RFC 8414 metadata document.
         jwks: Returns the current JSON Web Key Set.
+        upstream: Login through an upstream OpenID Connect provider, when configured.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class OAuthEndpoints:
         security: TransportSecurityMiddleware,
         metadata: dict[str, Any],
         jwks: Callable[[], dict[str, Any]],
+        upstream: UpstreamLogin | None = None,
     ) -> None:
         self.server = server
         self.issuer = server.issuer
@@ -95,6 +98,7 @@ class OAuthEndpoints:
         self.security = security
         self.metadata = metadata
         self.jwks_document = jwks
+        self.upstream = upstream
 
     def routes(self) -> list[Route]:
         """Every route, at the paths the metadata names."""
@@ -117,6 +121,9 @@ class OAuthEndpoints:
             Route("/oauth/revoke", self._checked(self.revoke), methods=["POST"]),
             Route("/oauth/introspect", self._checked(self.introspect), methods=["POST"]),
         ]
+        if self.upstream is not None:
+            routes.append(Route(START_PATH, self._checked(self.upstream_start), methods=["GET"]))
+            routes.append(Route(CALLBACK_PATH, self._checked(self.upstream.callback), methods=["GET"]))
         if "registration_endpoint" in self.metadata:
             routes.append(Route("/oauth/register", self._checked(self.register), methods=["POST"]))
         return routes
@@ -246,7 +253,9 @@ class OAuthEndpoints:
             return_to=return_to,
             error=error,
             user=user,
-            no_users=no_users,
+            no_users=no_users and self.upstream is None,
+            sso_name=self.upstream.name if self.upstream is not None else None,
+            sso_url=f"{START_PATH}?{urlencode({'return_to': return_to})}" if self.upstream is not None else None,
             status=status,
         )
         self.cookies.set_login_nonce(response, nonce)
@@ -282,6 +291,10 @@ class OAuthEndpoints:
         response = RedirectResponse(return_to, status_code=303)
         self.cookies.start(response, user.name, int(time.time()))
         return response
+
+    async def upstream_start(self, request: Request) -> Response:
+        assert self.upstream is not None
+        return await self.upstream.start(request, _safe_return(request.query_params.get("return_to")))
 
     # -- token, revocation, introspection, registration -------------------------------------------------
     async def _endpoint(self, request: Request, call: Callable[[FormRequest], Reply]) -> Response:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from portal.auth._cimd import DocumentFetcher, document_fetcher
 from portal.auth._clients import ClientStore
 from portal.auth._errors import AuthError
+from portal.auth._fetch import FetchPolicy
 from portal.auth._guard import ResourceGuard
 from portal.auth._keys import KeyRing
 from portal.auth._ledger import Ledger, new_id
@@ -24,6 +25,7 @@ from portal.auth._scopes import OIDC_SCOPES, SCOPES, format_scope, parse_scope
 from portal.auth._server import PortalAuthorizationServer
 from portal.auth._sessions import SessionCookies
 from portal.auth._tokens import Owner, TokenService
+from portal.auth._upstream_login import UpstreamLogin
 from portal.auth._users import LoginThrottle, UserStore
 from portal.config import Settings
 from portal.sealing import Sealer
@@ -117,6 +119,17 @@ class AuthService:
         self.server.metadata = _metadata(issuer, registration=auth.dynamic_registration, documents=documents)
         self.cookies = SessionCookies(sealer, secure=urlsplit(issuer).scheme == "https")
         self.throttle = LoginThrottle()
+        self.upstream = (
+            UpstreamLogin(
+                auth.oidc,
+                public_url=issuer,
+                cookies=self.cookies,
+                users=self.users,
+                policy=FetchPolicy(insecure_hosts=insecure),
+            )
+            if auth.oidc is not None
+            else None
+        )
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -126,7 +139,7 @@ class AuthService:
     def start(self) -> None:
         """Load the signing keys (creating the first) and tell the admin when no one can log in yet."""
         self.keys.load()
-        if self.users.count() == 0:
+        if self.users.count() == 0 and self.upstream is None:
             logger.warning(
                 "no user can log in yet: create the first one with `dockyard users add NAME` "
                 "(add `--group admins` to allow the admin scope)"
@@ -142,6 +155,7 @@ class AuthService:
             security=TransportSecurityMiddleware(security),
             metadata=self.metadata,
             jwks=self.keys.jwks,
+            upstream=self.upstream,
         )
         return endpoints.routes()
 

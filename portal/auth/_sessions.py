@@ -50,6 +50,7 @@ class SessionCookies:
         prefix = "__Host-" if secure else ""
         self.session_name = f"{prefix}dockyard_session"
         self.login_name = f"{prefix}dockyard_login"
+        self.upstream_name = f"{prefix}dockyard_sso"
 
     def _set(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite="lax")
@@ -104,3 +105,22 @@ class SessionCookies:
     def set_login_nonce(self, response: Response, nonce: str) -> None:
         """Remember the login form's nonce in its cookie."""
         self._set(response, self.login_name, nonce, FORM_TTL)
+
+    def start_upstream(self, response: Response, state: dict[str, str], *, ttl: int) -> None:
+        """Remember an upstream login in progress (its state, nonce, PKCE verifier), sealed, for ``ttl`` seconds."""
+        self._set(response, self.upstream_name, self.sealer.seal(dict(state), ttl=ttl), ttl)
+
+    def upstream(self, request: Request) -> dict[str, str] | None:
+        """The upstream login in progress in this browser, if genuine and unexpired."""
+        value = request.cookies.get(self.upstream_name)
+        if not value:
+            return None
+        try:
+            fields = self.sealer.open(value)
+        except TamperedStateError:
+            return None
+        return {k: v for k, v in fields.items() if isinstance(v, str)}
+
+    def end_upstream(self, response: Response) -> None:
+        """Forget the upstream login in progress: its state is single-use."""
+        response.delete_cookie(self.upstream_name, path="/", secure=self.secure, httponly=True, samesite="lax")

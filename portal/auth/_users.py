@@ -105,9 +105,15 @@ class UserStore:
             return _user(record)
 
     def upsert_external(self, name: str, groups: Iterable[str]) -> User:
-        """The user an upstream identity provider vouched for, with the groups it asserted this time."""
+        """The user an upstream identity provider vouched for, with the groups it asserted this time.
+
+        Raises:
+            UserError: A local account has this name (the provider cannot take it over).
+        """
         with Session(self.engine, expire_on_commit=False) as session:
             record = session.get(UserRecord, name) or UserRecord(name=name, source="oidc")
+            if record.source != "oidc":
+                raise UserError(f"the name {name!r} belongs to a local account; ask an admin")
             record.groups = sorted(set(groups))
             record.last_login_at = utcnow()
             session.add(record)

@@ -207,10 +207,6 @@ class PythonRuntime:
         """
         limits = limits or self.limits
         manager = self._running()
-        if self._checker is not None:
-            errors = await check_python(self._checker, sdk, code)
-            if errors is not None:
-                return errors
         try:
             await manager.backend.check()
             sandbox_id = await self._box_for(manager, owner, limits)
@@ -241,6 +237,17 @@ class PythonRuntime:
     async def _run_in(
         self, agent: Any, control_dir: Path, sdk: GeneratedSdk, code: str, call: ToolCaller, limits: Limits
     ) -> ExecuteResult:
+        checked = anyio.Event()
+        type_errors: list[ExecuteResult] = []
+
+        async def check() -> None:
+            # While the box's Python starts: the runner waits for the verdict before it runs anything.
+            try:
+                if self._checker is not None and (errors := await check_python(self._checker, sdk, code)):
+                    type_errors.append(errors)
+            finally:
+                checked.set()
+
         name = f"code-{secrets.token_hex(8)}.sock"
         session = _Session(call, limits, frozenset(f.target for f in sdk.functions))
         payload = {
@@ -263,8 +270,12 @@ class PythonRuntime:
                     stream = await listener.accept()
                     await listener.aclose()  # one connection per run: nothing else in the box gets this socket
                     async with stream:
-                        await session.serve(stream)
+                        await checked.wait()
+                        await stream.send(json.dumps({"run": not type_errors}).encode() + b"\n")
+                        if not type_errors:
+                            await session.serve(stream)
 
+                tasks.start_soon(check)
                 tasks.start_soon(accept)
                 with anyio.move_on_after(limits.wall_seconds + 2) as scope:
                     output = await agent.exec(
@@ -278,6 +289,8 @@ class PythonRuntime:
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
+        if type_errors:
+            return type_errors[0]
         calls = tuple(session.calls)
         if stopped or output is None or output.timed_out:
             return ExecuteResult(

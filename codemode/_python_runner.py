@@ -6,6 +6,8 @@ portal. stdin carries one JSON object: ``sdk`` (the generated SDK's source), ``n
 
 Protocol on the socket, JSON lines both ways:
 
+* portal → runner, first: ``{"run": true}`` once the script passed its type check (checked while this
+  process starts), or ``{"run": false}``: exit without running it;
 * runner → portal: ``{"id": N, "target": T, "arguments": {...}}`` for each SDK call (several may be in
   flight), then ``{"done": {"status", "value", "error", "line"}}`` once the script is over;
 * portal → runner: ``{"id": N, "result": ...}`` or ``{"id": N, "error": "message"}`` — the latter raises
@@ -20,7 +22,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
-import inspect
 import json
 import resource
 import signal
@@ -122,12 +123,12 @@ async def run_script(code: str, scope: dict[str, Any]) -> object:
     tree = ast.parse(code, SCRIPT)
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     result: object = eval(compile(tree, SCRIPT, "exec", flags=flags), scope)
-    if inspect.iscoroutine(result):
+    if asyncio.iscoroutine(result):
         await cast(Any, result)
     if last is None:
         return None
     result = eval(compile(ast.Expression(cast(ast.Expr, last).value), SCRIPT, "eval", flags=flags), scope)
-    if inspect.iscoroutine(result):
+    if asyncio.iscoroutine(result):
         result = await cast(Any, result)
     return result
 
@@ -135,9 +136,12 @@ async def run_script(code: str, scope: dict[str, Any]) -> object:
 async def main(payload: dict[str, Any]) -> None:
     reader, writer = await asyncio.open_unix_connection(payload["socket"], limit=_MAX_LINE)
     portal = Portal(reader, writer)
-    listening = asyncio.ensure_future(portal.listen())
     sdk = types.ModuleType("dockyard_sdk")
     exec(compile(payload["sdk"], "<dockyard_sdk>", "exec"), sdk.__dict__)
+    verdict = await reader.readline()
+    if not verdict or not json.loads(verdict).get("run"):
+        return
+    listening = asyncio.ensure_future(portal.listen())
     sdk.__dict__["_call"] = portal.call
     scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "ToolError": ToolError}
     for namespace in payload["namespaces"]:

@@ -623,11 +623,11 @@ class UpstreamOAuth:
         try:
             answer = await post_form(info.token_endpoint, form, policy=self._policy, headers=headers)
         except FetchError as error:
-            if error.oauth_error is not None or error.status in (400, 401, 403):
-                raise await self._kill(
-                    server, subject, f"refresh refused: {error.oauth_error or error.status}"
-                ) from None
-            raise UpstreamAuthError(f"cannot refresh the grant for {server!r}: {error}") from None
+            if error.oauth_error is None and error.status not in (400, 401, 403):
+                raise UpstreamAuthError(f"cannot refresh the grant for {server!r}: {error}") from None
+            if (rotated := await self._rotated_elsewhere(server, subject, grant)) is not None:
+                return rotated
+            raise await self._kill(server, subject, f"refresh refused: {error.oauth_error or error.status}") from None
         try:
             refreshed = self._grant(answer, info, previous=grant)
         except AuthorizationError as error:
@@ -635,6 +635,22 @@ class UpstreamOAuth:
         await self._store(server, subject, refreshed)
         logger.info("refreshed the OAuth grant of %s for server %s", subject, server)
         return refreshed["access_token"]
+
+    async def _rotated_elsewhere(self, server: str, subject: str, grant: _Grant) -> str | None:
+        """The access token another portal process got by refreshing the same grant first, if it did.
+
+        Portals sharing one database refresh independently; with rotating refresh tokens the slower one is
+        refused, and must use what the faster one stored rather than declare the grant dead.
+        """
+        ref = SecretRef(_GRANT, server, "grant", subject)
+        stored = await anyio.to_thread.run_sync(self.vault.get, ref)
+        if stored is None or stored.status != "ok":
+            return None
+        current = cast(_Grant, json.loads(stored.value))
+        if current["refresh_token"] == grant["refresh_token"]:
+            return None
+        logger.info("the OAuth grant of %s for server %s was refreshed by another portal process", subject, server)
+        return current["access_token"]
 
     async def _kill(self, server: str, subject: str, reason: str) -> GrantRequiredError:
         """Mark a grant dead, tell the admin (log, ``dockyard servers``); returns the error for its user."""

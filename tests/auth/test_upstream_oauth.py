@@ -433,3 +433,32 @@ async def test_resources_of_an_oauth_upstream_are_read_with_the_callers_own_gran
     result = await world.portal.gateway.read_resource(ALICE, uri, channel=NULL_CHANNEL)
     assert isinstance(result, types.ReadResourceResult)
     assert [getattr(c, "text", None) for c in result.contents] == ["alice@up"]
+
+
+async def test_a_refresh_lost_to_another_portal_process_does_not_kill_the_grant(world: World) -> None:
+    """Scale-out: two portals share the vault; the one whose rotated refresh token is refused uses the other's."""
+    import json
+
+    from portal.auth._fetch import FetchPolicy
+    from portal.auth._upstream_oauth import UpstreamOAuth
+    from portal.auth._vault import SecretRef
+    from portal.sealing import Sealer
+
+    await world.consent(_link(await world.call(ALICE)), as_user="alice@up")
+    a = world.oauth
+    b = UpstreamOAuth(
+        a.vault,
+        world.portal.settings.servers,
+        public_url=world.portal.url,
+        sealer=Sealer(b"s" * 32),
+        fetch_policy=FetchPolicy(insecure_hosts=frozenset({"127.0.0.1"})),
+    )
+    ref = SecretRef("oauth-grant", "notes", "grant", ALICE.label)
+    stored = await anyio.to_thread.run_sync(a.vault.get, ref)
+    assert stored is not None
+    seen_by_b = json.loads(stored.value)  # b read the grant, then a refreshed it first
+    fresh = await a.access_token("notes", ALICE.label, force_refresh=True)
+    assert await b._refresh("notes", ALICE.label, seen_by_b) == fresh  # pyright: ignore[reportPrivateUsage]
+    after = await anyio.to_thread.run_sync(a.vault.get, ref)
+    assert after is not None and after.status == "ok"
+    assert _text(await world.call(ALICE)) == "alice@up"

@@ -139,8 +139,8 @@ async def _system_resolver(host: str, port: int) -> Sequence[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    url: httpx2.URL
-    """The URL with its host replaced by the checked address."""
+    urls: tuple[httpx2.URL, ...]
+    """The URL with its host replaced by each checked address, tried in the resolver's order."""
     host_header: str
     sni: str | None
 
@@ -173,7 +173,8 @@ async def _check_url(url: httpx2.URL, policy: FetchPolicy) -> _Target:
             check_address(address)
     default_port = url.port is None or url.port == (443 if url.scheme == "https" else 80)
     host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{url.port}")
-    return _Target(url.copy_with(host=addresses[0]), host_header, None if literal is not None else host)
+    urls = tuple(url.copy_with(host=address.split("%", 1)[0]) for address in dict.fromkeys(addresses))
+    return _Target(urls, host_header, None if literal is not None else host)
 
 
 async def _exchange(
@@ -192,15 +193,7 @@ async def _exchange(
     async with httpx2.AsyncClient(trust_env=False, follow_redirects=False, timeout=policy.timeout) as client:
         for _hop in range(policy.max_redirects + 1):
             target = await _check_url(current, policy)
-            request = client.build_request(
-                method,
-                target.url,
-                data=dict(data) if data is not None else None,
-                json=dict(json_body) if json_body is not None else None,
-                headers={**headers, "Host": target.host_header, "Accept": "application/json"},
-                extensions={"sni_hostname": target.sni} if target.sni else None,
-            )
-            response = await client.send(request, stream=True)
+            response = await _send_first(client, target, method, data, json_body, headers)
             try:
                 if response.status_code in _REDIRECTS:
                     location = response.headers.get("location")
@@ -214,6 +207,32 @@ async def _exchange(
             finally:
                 await response.aclose()
     raise FetchError(f"{url!r} redirected more than {policy.max_redirects} times")
+
+
+async def _send_first(
+    client: httpx2.AsyncClient,
+    target: _Target,
+    method: str,
+    data: Mapping[str, str] | None,
+    json_body: Mapping[str, object] | None,
+    headers: Mapping[str, str],
+) -> httpx2.Response:
+    """Send to the first checked address that accepts a connection (a host may have an unreachable IPv6 one)."""
+    for index, url in enumerate(target.urls):
+        request = client.build_request(
+            method,
+            url,
+            data=dict(data) if data is not None else None,
+            json=dict(json_body) if json_body is not None else None,
+            headers={**headers, "Host": target.host_header, "Accept": "application/json"},
+            extensions={"sni_hostname": target.sni} if target.sni else None,
+        )
+        try:
+            return await client.send(request, stream=True)
+        except httpx2.ConnectError:
+            if index == len(target.urls) - 1:
+                raise
+    raise AssertionError("a target always has an address")
 
 
 async def _json_body(response: httpx2.Response, url: str, policy: FetchPolicy) -> dict[str, object]:

@@ -289,3 +289,13 @@ async def test_a_form_post_returns_the_json_answer_and_oauth_errors_name_their_c
 async def test_a_redirected_post_is_refused(base: str) -> None:
     with pytest.raises(FetchError, match="redirected a POST"):
         await post_form(f"{base}/redirect?to={base}/token&code=307", {"grant_type": "x"}, policy=DEV)
+
+
+async def test_every_checked_address_is_tried_in_order_when_one_refuses_the_connection(base: str) -> None:
+    port = base.rsplit(":", 1)[1]
+    # The server listens on 127.0.0.1 only: ::1 refuses, and the next checked address is used.
+    policy = FetchPolicy(
+        insecure_hosts=frozenset({"cimd.example"}), resolver=resolving({"cimd.example": ["::1", "127.0.0.1"]})
+    )
+    document = await fetch_json(f"http://cimd.example:{port}/doc", policy=policy)
+    assert document["host"] == f"cimd.example:{port}"

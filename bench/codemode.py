@@ -22,6 +22,10 @@ catalogs of ``tests/codemode/catalogs/`` (server-everything, server-filesystem, 
 3. ``executor``: a Gateway.call_tool-like hook (a checkpoint on the event loop, then a ``CallToolResult``
    built and unwrapped as ``/mcp/code`` does) awaited N times from Python (the baseline) vs the same N calls
    made from inside one script; and the time of a trivial ``execute`` (type check included).
+4. ``python``: the same for ``runtime="python"`` (:class:`codemode.PythonRuntime`, a real bubblewrap box
+   per principal, the runner's SDK calls over its Unix socket), next to the Monty figures of step 3 from
+   the same run as ratios; plus an ``execute`` in a fresh box (a new principal each time), the cost a box
+   per ``execute`` would pay. Skipped without ``bwrap``.
 
 Results go to ``bench/results/codemode.json``. See ``bench/README.md``.
 """
@@ -35,6 +39,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,6 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import anyio
@@ -53,7 +59,7 @@ from mcp import Client
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 
-from codemode import GeneratedSdk, Limits, MontyExecutor, ToolError, build_code_server, generate_sdk
+from codemode import GeneratedSdk, Limits, MontyExecutor, PythonRuntime, ToolError, build_code_server, generate_sdk
 from portal.app import create_app
 from portal.config import settings_from_mapping
 from portal.gateway import Gateway
@@ -104,7 +110,8 @@ def synthetic(catalogs: dict[str, list[dict[str, Any]]], size: int) -> list[dict
 
 async def code_surface() -> str:
     """The ``tools/list`` of ``/mcp/code`` as a client receives it (the gateway is not touched by a listing)."""
-    server = build_code_server(cast(Gateway, None), MontyExecutor())
+    # A listing touches neither the gateway nor its database (the run store only keeps the engine).
+    server = build_code_server(cast(Gateway, SimpleNamespace(engine=None)), MontyExecutor())
     async with Client(server) as client:
         listed = (await client.list_tools()).tools
     return tools_list([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listed])
@@ -787,7 +794,98 @@ async def measure_executors(sdk: GeneratedSdk, small: GeneratedSdk, *, calls: in
     return {"before": before, "after": after, "after_over_before": ratios, "bare_monty_ms": bare}
 
 
+async def measure_python(sdk: GeneratedSdk, *, calls: int, repeats: int, monty: dict[str, Any]) -> dict[str, Any]:
+    """``runtime="python"``: per call and per ``execute`` in a reused box, and in a fresh box; ratios to Monty."""
+    if shutil.which("bwrap") is None:
+        return {"skipped": "bwrap not found (apt-get install bubblewrap)"}
+    hook = make_hook(GatewayLike())
+    limits = Limits(max_calls=calls + 10, memory_bytes=256 * 1024 * 1024, cpu_seconds=30.0)
+    with_calls = f"n = 0\nfor i in range({calls}):\n    n += len(str(await everything.get_sum(a=i, b=1)))\nn\n"
+    control = f'n = 0\nfor i in range({calls}):\n    n += len(str(f"The sum of {{i}} and 1 is {{i + 1}}."))\nn\n'
+    scenarios = (
+        ("script", with_calls),
+        ("control", control),
+        ("trivial", "1 + 1\n"),
+        ("one", "await everything.get_sum(a=1, b=2)\n"),
+    )
+    samples: dict[str, list[float]] = {k: [] for k in ("direct", "fresh", *(name for name, _ in scenarios))}
+    samples["unchecked_trivial"] = []
+    executor = MontyExecutor()
+    with tempfile.TemporaryDirectory() as data:
+        runtime = PythonRuntime(data_dir=Path(data), limits=limits, checker=executor)
+        unchecked = PythonRuntime(data_dir=Path(data) / "unchecked", limits=limits)
+        async with executor.running(), runtime.running(), unchecked.running():
+
+            async def timed(key: str, target: PythonRuntime, code: str, owner: str = "bench") -> None:
+                await executor.settled()
+                start = time.perf_counter()
+                outcome = await target.run(sdk, code, hook, owner=owner)
+                samples[key].append(time.perf_counter() - start)
+                if outcome.status != "ok":
+                    raise RuntimeError(f"python {key}: {outcome.error}")
+
+            for _ in range(3):  # start the box, warm the caches
+                await runtime.run(sdk, with_calls, hook, owner="bench")
+                await unchecked.run(sdk, "1 + 1\n", hook, owner="bench")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for i in range(calls):
+                    await hook("everything__get-sum", {"a": i, "b": 1})
+                samples["direct"].append(time.perf_counter() - start)
+                for key, code in scenarios:
+                    await timed(key, runtime, code)
+                await timed("unchecked_trivial", unchecked, "1 + 1\n")
+            for i in range(max(3, repeats // 5)):
+                await timed("fresh", runtime, "1 + 1\n", owner=f"fresh-{i}")
+    med = {key: statistics.median(values) for key, values in samples.items()}
+    direct_us = med["direct"] / calls * 1e6
+    script_us = (med["script"] - med["control"]) / calls * 1e6
+    result: dict[str, Any] = {
+        "calls_per_script": calls,
+        "repeats": repeats,
+        "direct_us_per_call": round(direct_us, 2),
+        "in_script_us_per_call": round(script_us, 2),
+        "added_us_per_call": round(script_us - direct_us, 2),
+        "execute_trivial_ms": _median_ms(samples["trivial"]),
+        "execute_trivial_unchecked_ms": _median_ms(samples["unchecked_trivial"]),
+        "execute_one_call_ms": _median_ms(samples["one"]),
+        "execute_with_calls_ms": _median_ms(samples["script"]),
+        "execute_control_ms": _median_ms(samples["control"]),
+        "execute_fresh_box_ms": _median_ms(samples["fresh"]),
+    }
+    result["python_over_monty"] = {
+        key: round(result[key] / monty[key], 1)
+        for key in ("added_us_per_call", "execute_trivial_ms", "execute_one_call_ms", "execute_with_calls_ms")
+        if monty.get(key)
+    }
+    return result
+
+
 # --- report --------------------------------------------------------------------------------------------
+
+
+def print_python(python: dict[str, Any], monty: dict[str, Any]) -> None:
+    """Step 4 of the report: the python runtime next to Monty's figures of the same run."""
+    print()
+    if "skipped" in python:
+        print(f"4. runtime=python: skipped ({python['skipped']})")
+        return
+    ratio = python["python_over_monty"]
+    print(f"4. runtime=python (bubblewrap box per principal; {python['calls_per_script']} calls per script)")
+    print("   python / monty (kept ready), same run")
+    print(
+        f"   added per SDK call:          {python['added_us_per_call']:>8.1f} us / {monty['added_us_per_call']:.1f} us"
+        f"  {ratio.get('added_us_per_call', 0)}x"
+    )
+    rows = (
+        ("execute_trivial_ms", "trivial script"),
+        ("execute_one_call_ms", "one SDK call"),
+        ("execute_with_calls_ms", f"{python['calls_per_script']} SDK calls in a loop"),
+    )
+    for key, label in rows:
+        print(f"   execute, {label + ':':<26} {python[key]:>7.2f} / {monty[key]:>6.2f} ms  {ratio.get(key, 0)}x")
+    print(f"   execute, trivial, no type check:   {python['execute_trivial_unchecked_ms']:>7.2f} ms")
+    print(f"   execute in a fresh box (new principal): {python['execute_fresh_box_ms']:>7.2f} ms")
 
 
 def print_report(surface: dict[str, Any], tasks: dict[str, dict[str, Any]], executor: dict[str, Any]) -> None:
@@ -857,7 +955,8 @@ async def run(quick: bool) -> dict[str, Any]:
     sdk = generate_sdk(tools)
     small = generate_sdk({"everything": [t for t in tools["everything"] if t.name == "get-sum"]})
     overhead = await measure_executors(sdk, small, calls=100 if quick else 200, repeats=3 if quick else 30)
-    return {"surface": surface, "tasks": tasks, "executor": overhead}
+    python = await measure_python(sdk, calls=100 if quick else 200, repeats=3 if quick else 15, monty=overhead["after"])
+    return {"surface": surface, "tasks": tasks, "executor": overhead, "python": python}
 
 
 @dataclass
@@ -874,6 +973,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = asyncio.run(run(args.quick))
     print_report(results["surface"], results["tasks"], results["executor"])
+    print_python(results["python"], results["executor"]["after"])
     report = {
         "command": "python -m bench.codemode" + (" --quick" if args.quick else ""),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -610,6 +610,8 @@ class Gateway:
         result = await self._invoke(trace, upstream, channel, arguments, input_responses, upstream_state)
         if not isinstance(result, types.InputRequiredResult):
             result = self._redact(trace, result)  # before the error text below is taken from it
+            if upstream.kind == "inprocess":
+                self._audit_egress(trace, result)
         if isinstance(result, types.InputRequiredResult):
             result = self._seal(trace, result)
         elif result.is_error and trace.status == "ok":
@@ -619,6 +621,35 @@ class Gateway:
             trace.status, error=trace.error, bytes_out=len(result.model_dump_json(by_alias=True, exclude_none=True))
         )
         return result
+
+    def _audit_egress(self, trace: _Trace, result: types.CallToolResult) -> None:
+        """Audit each request a built-in server's egress proxy refused during the call (``egress_blocked``).
+
+        Built-in servers that reach the network for a caller (the sandbox) report refused requests in their
+        structured result as ``"METHOD host:port: reason"``; each becomes a ``denied`` record of method
+        ``egress`` naming the host, so blocked egress shows up in ``dockyard audit`` like any refusal.
+        """
+        structured: dict[str, Any] = result.structured_content or {}
+        blocked = structured.get("egress_blocked")
+        if not isinstance(blocked, list):
+            return
+        for entry in cast(list[object], blocked):
+            if not isinstance(entry, str):
+                continue
+            request, _, reason = entry.partition(": ")
+            target = request.rpartition(" ")[2] or request
+            self.audit.record(
+                AuditEvent(
+                    principal=trace.principal,
+                    method="egress",
+                    target=target[:512],
+                    decision="deny:egress",
+                    status="denied",
+                    server=trace.server,
+                    upstream_target=trace.upstream_target,
+                    error=f"{request}: {reason}" if reason else request,
+                )
+            )
 
     async def _admit(self, trace: _Trace) -> types.CallToolResult | None:
         """Count the call against its limits; refused: the error result the caller gets, audited as limited."""

@@ -14,11 +14,13 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
+from sqlmodel import Session, select
 
 from portal.channel import NULL_CHANNEL
 from portal.config import settings_from_mapping
 from portal.errors import ConfigError
 from portal.principal import Principal
+from portal.store import AuditRecord
 from tests.policy.conftest import write_files
 from tests.servers.sandbox.conftest import SECRET, Target
 from tests.support import RunningPortal, running_portal, wait_for
@@ -256,6 +258,12 @@ async def test_egress_follows_the_callers_policy_and_the_credential_stays_outsid
     )  # fmt: skip
     assert blocked.structured_content["egress_blocked"] == [  # type: ignore[index]
         "GET example.com:80: example.com:80 is not in this sandbox's egress allow-list"
+    ]
+    await portal.gateway.audit.flush()  # a blocked request is audited like any refusal
+    with Session(portal.portal.engine) as session:
+        audited = session.exec(select(AuditRecord).where(AuditRecord.method == "egress")).all()
+    assert [(r.principal, r.target, r.status, r.decision, r.server) for r in audited] == [
+        ("alice", "example.com:80", "denied", "deny:egress", "sandbox")
     ]
 
     refused = await call(portal, BOB, "create", egress=[f"127.0.0.1:{target.port}"])

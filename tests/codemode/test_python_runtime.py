@@ -8,11 +8,13 @@ see, and finds none of them.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -23,7 +25,7 @@ from portal.store import AuditRecord
 from tests.codemode import shelf_server
 from tests.policy.conftest import write_files
 from tests.portal import bank_server
-from tests.support import running_portal
+from tests.support import everything_stdio, make_settings, running_portal
 
 pytestmark = [
     pytest.mark.anyio,
@@ -300,3 +302,17 @@ async def test_a_missing_backend_or_a_switched_off_runtime_is_a_clear_error(tmp_
         assert result.is_error and 'python_backend = "none"' in text_of(result)
         bad = await client.call_tool("execute", {"code": "1", "runtime": "ruby"})
         assert bad.is_error and "'runtime' must be 'monty' or 'python'" in text_of(bad)
+
+
+@pytest.mark.npm
+async def test_the_readme_python_runtime_example_prints_what_it_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split('### `runtime="python"`', 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    settings = make_settings(tmp_path, {"everything": everything_stdio()})
+    async with running_portal(settings) as portal:
+        source = block.replace("http://127.0.0.1:8000", portal.url)
+        await anyio.to_thread.run_sync(exec, compile(source, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.splitlines() == ["ok 12 5"]

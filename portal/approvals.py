@@ -18,7 +18,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -77,49 +77,17 @@ class Approval:
     @classmethod
     def of(cls, record: ApprovalRecord, *, now: datetime | None = None) -> Approval:
         """The approval a row holds; pending or approved past its expiry reads as ``expired``."""
-        expires_at = _aware(record.expires_at)
-        status: Any = record.status
-        if status in ("pending", "approved") and expires_at <= (now or utcnow()):
-            status = "expired"
-        return cls(
-            id=record.id,
-            status=status,
-            principal=record.principal,
-            method=record.method,
-            target=record.target,
-            server=record.server,
-            arguments=record.arguments,
-            rule=record.rule,
-            reason=record.reason,
-            policy_version=record.policy_version,
-            created_at=_aware(record.created_at),
-            expires_at=expires_at,
-            decided_by=record.decided_by,
-            decided_at=record.decided_at and _aware(record.decided_at),
-            note=record.note,
-            consumed_at=record.consumed_at and _aware(record.consumed_at),
-        )
+        values = {f.name: getattr(record, f.name) for f in fields(cls)}
+        for name, value in values.items():
+            if isinstance(value, datetime):
+                values[name] = _aware(value)
+        if values["status"] in ("pending", "approved") and values["expires_at"] <= (now or utcnow()):
+            values["status"] = "expired"
+        return cls(**values)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (times in ISO 8601)."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "principal": self.principal,
-            "method": self.method,
-            "target": self.target,
-            "server": self.server,
-            "arguments": self.arguments,
-            "rule": self.rule,
-            "reason": self.reason,
-            "policy_version": self.policy_version,
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "decided_by": self.decided_by,
-            "decided_at": self.decided_at and self.decided_at.isoformat(),
-            "note": self.note,
-            "consumed_at": self.consumed_at and self.consumed_at.isoformat(),
-        }
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
 
 
 class ApprovalStore:

@@ -7,7 +7,6 @@ paused, and a paused run belongs to whoever started it and resumes once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +15,14 @@ import pytest
 from mcp import Client
 from sqlmodel import Session, col, select
 
-from portal.config import Settings, settings_from_mapping
 from portal.principal import Principal
 from portal.store import AuditRecord
-from tests.policy.conftest import write_files
 from tests.portal import bank_server
+from tests.portal.bank_server import bank_settings
 from tests.support import running_portal
 
 pytestmark = pytest.mark.anyio
 
-POLICY = """
-    version: 1
-    roles: {owner: {}}
-    principals:
-      local: {roles: [owner]}
-      users: {mallory: {roles: [owner]}}
-    rules:
-      - {name: everything, effect: allow, roles: [owner]}
-      - {name: transfers-need-approval, effect: require_approval, roles: [owner], tools: [bank__transfer]}
-"""
 SCRIPT = """\
 before = (await bank.balance())["result"]
 print("balance before", before)
@@ -57,19 +45,6 @@ def empty_ledger() -> None:
     bank_server.LEDGER.clear()
 
 
-def settings_for(tmp_path: Path, database: str | None = None) -> Settings:
-    portal: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "health_interval": 1.0}
-    if database is not None:
-        portal["database"] = database
-    raw = {
-        "portal": portal,
-        "auth": {"mode": "none"},
-        "policy": {"dir": str(write_files(tmp_path / "policies", main=POLICY))},
-        "servers": {"bank": {"module": "tests.portal.bank_server:server"}},
-    }
-    return settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ=os.environ)
-
-
 def body_of(result: types.CallToolResult) -> dict[str, Any]:
     assert result.structured_content is not None, result.content
     return result.structured_content
@@ -87,7 +62,7 @@ async def calls_upstream(portal: Any, tool: str) -> int:
 async def test_a_paused_script_continues_after_approval_across_a_restart_without_repeating_a_call(
     tmp_path: Path, database_url: str
 ) -> None:
-    settings = settings_for(tmp_path, database_url)
+    settings = bank_settings(tmp_path, database_url)
     async with running_portal(settings) as portal, Client(f"{portal.url}/mcp/code", mode="legacy") as client:
         paused = body_of(await client.call_tool("execute", {"code": SCRIPT}))
         assert paused["status"] == "paused" and paused["approval"].startswith("apr_")
@@ -115,7 +90,7 @@ async def test_a_paused_script_continues_after_approval_across_a_restart_without
 
 
 async def test_a_denied_call_raises_tool_error_where_the_script_paused(tmp_path: Path) -> None:
-    async with running_portal(settings_for(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
+    async with running_portal(bank_settings(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
         paused = body_of(await client.call_tool("execute", {"code": SCRIPT}))
         portal.gateway.approvals.decide(paused["approval"], approve=False, by="admin", note="not today")
         done = body_of(await client.call_tool("execute", {"resume": paused["run"]}))
@@ -127,7 +102,7 @@ async def test_a_denied_call_raises_tool_error_where_the_script_paused(tmp_path:
 
 
 async def test_a_paused_run_belongs_to_whoever_started_it(tmp_path: Path) -> None:
-    async with running_portal(settings_for(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
+    async with running_portal(bank_settings(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
         paused = body_of(await client.call_tool("execute", {"code": SCRIPT}))
         portal.gateway.approvals.decide(paused["approval"], approve=True, by="admin")
         from codemode._runs import RunError, RunStore
@@ -149,7 +124,7 @@ import asyncio
 results = await asyncio.gather(bank.balance(), bank.transfer(to="eve", amount=5), bank.balance())
 results
 """
-    async with running_portal(settings_for(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
+    async with running_portal(bank_settings(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
         paused = body_of(await client.call_tool("execute", {"code": script}))
         assert paused["status"] == "paused"
         portal.gateway.approvals.decide(paused["approval"], approve=True, by="admin")

@@ -6,7 +6,6 @@ real database — SQLite and PostgreSQL alike where the test takes ``database_ur
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +19,22 @@ from sqlmodel import Session, select
 from portal.approvals import APPROVAL_META, ApprovalStore
 from portal.channel import NULL_CHANNEL
 from portal.cli import main
-from portal.config import Settings, settings_from_mapping
 from portal.errors import ApprovalError
 from portal.principal import LOCAL_PRINCIPAL, Principal
 from portal.store import AuditRecord
 from tests.policy.conftest import write_files
 from tests.portal import bank_server
+from tests.portal.bank_server import bank_settings
 from tests.support import running_portal, wait_for
 
 pytestmark = pytest.mark.anyio
 
-POLICY = """
-    version: 1
-    roles: {owner: {}}
-    principals:
-      local: {roles: [owner]}
-      users: {bob: {roles: [owner]}}
-    rules:
-      - {name: everything, effect: allow, roles: [owner]}
-      - name: transfers-need-approval
-        effect: require_approval
-        roles: [owner]
-        tools: [bank__transfer]
-        description: Money leaves the bank.
-"""
 BOB = Principal("bob", kind="user")
 
 
 @pytest.fixture(autouse=True)
 def empty_ledger() -> None:
     bank_server.LEDGER.clear()
-
-
-def raw_config(tmp_path: Path, database: str | None = None, **policy: Any) -> dict[str, Any]:
-    policy_dir = write_files(tmp_path / "policies", main=POLICY)
-    portal: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "health_interval": 1.0}
-    if database is not None:
-        portal["database"] = database
-    return {
-        "portal": portal,
-        "auth": {"mode": "none"},
-        "policy": {"dir": str(policy_dir), **policy},
-        "servers": {"bank": {"module": "tests.portal.bank_server:server"}},
-    }
-
-
-def settings_for(tmp_path: Path, database: str | None = None, **policy: Any) -> Settings:
-    raw = raw_config(tmp_path, database, **policy)
-    return settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ=os.environ)
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -87,7 +54,7 @@ async def test_a_held_call_runs_once_after_approval_and_a_second_call_is_held_ag
     tmp_path: Path, database_url: str
 ) -> None:
     async with (
-        running_portal(settings_for(tmp_path, database_url)) as portal,
+        running_portal(bank_settings(tmp_path, database_url)) as portal,
         Client(portal.mcp_url, mode="legacy") as client,
     ):
         held = await client.call_tool("bank__transfer", {"to": "eve", "amount": 10})
@@ -130,7 +97,7 @@ async def test_a_held_call_runs_once_after_approval_and_a_second_call_is_held_ag
 
 
 async def test_concurrent_identical_calls_run_an_approved_call_exactly_once(tmp_path: Path, database_url: str) -> None:
-    async with running_portal(settings_for(tmp_path, database_url)) as portal:
+    async with running_portal(bank_settings(tmp_path, database_url)) as portal:
         gateway = portal.gateway
         gateway.approvals.decide(approval_id(await transfer(gateway)), approve=True, by="admin")
         results: list[Any] = []
@@ -147,7 +114,7 @@ async def test_concurrent_identical_calls_run_an_approved_call_exactly_once(tmp_
 
 
 async def test_an_approval_is_bound_to_the_principal_the_arguments_and_the_policy_version(tmp_path: Path) -> None:
-    async with running_portal(settings_for(tmp_path)) as portal:
+    async with running_portal(bank_settings(tmp_path)) as portal:
         gateway = portal.gateway
         approved = approval_id(await transfer(gateway))
         gateway.approvals.decide(approved, approve=True, by="admin")
@@ -167,7 +134,7 @@ async def test_an_approval_is_bound_to_the_principal_the_arguments_and_the_polic
 
 
 async def test_a_denied_call_stays_denied_until_it_expires(tmp_path: Path) -> None:
-    async with running_portal(settings_for(tmp_path, approval_ttl=1.0)) as portal:
+    async with running_portal(bank_settings(tmp_path, approval_ttl=1.0)) as portal:
         gateway = portal.gateway
         held = approval_id(await transfer(gateway))
         gateway.approvals.decide(held, approve=False, by="admin", note="not this month")
@@ -202,7 +169,7 @@ async def test_approvals_survive_a_restart_and_are_decided_with_the_cli(
         '[servers.bank]\nmodule = "tests.portal.bank_server:server"\n',
         encoding="utf-8",
     )
-    settings = settings_for(tmp_path)
+    settings = bank_settings(tmp_path)
     async with running_portal(settings) as portal:
         held = approval_id(await transfer(portal.gateway))
 
@@ -224,7 +191,7 @@ async def test_approvals_survive_a_restart_and_are_decided_with_the_cli(
 
 
 async def test_a_2026_client_waits_in_an_elicitation_and_the_call_runs_once_approved(tmp_path: Path) -> None:
-    async with running_portal(settings_for(tmp_path)) as portal:
+    async with running_portal(bank_settings(tmp_path)) as portal:
         store: ApprovalStore = portal.gateway.approvals
         seen: list[str] = []
 
@@ -242,7 +209,7 @@ async def test_a_2026_client_waits_in_an_elicitation_and_the_call_runs_once_appr
 
 
 async def test_the_admin_api_lists_shows_and_decides_but_refuses_cross_site_requests(tmp_path: Path) -> None:
-    async with running_portal(settings_for(tmp_path)) as portal, httpx.AsyncClient(base_url=portal.url) as http:
+    async with running_portal(bank_settings(tmp_path)) as portal, httpx.AsyncClient(base_url=portal.url) as http:
         held = approval_id(await transfer(portal.gateway))
         listed = (await http.get("/admin/approvals")).json()["approvals"]
         assert [a["id"] for a in listed] == [held]
@@ -276,7 +243,7 @@ async def test_the_admin_api_lists_shows_and_decides_but_refuses_cross_site_requ
 
 async def test_an_approved_call_refused_by_a_rate_limit_keeps_its_approval(tmp_path: Path) -> None:
     limit = "version: 1\nlimits:\n  - {name: one-transfer, roles: [owner], tools: [bank__transfer], rate: 1/hour}\n"
-    settings = settings_for(tmp_path)
+    settings = bank_settings(tmp_path)
     write_files(tmp_path / "policies", limit=limit)
     async with running_portal(settings) as portal:
         gateway = portal.gateway

@@ -185,7 +185,8 @@ class CodeModeSettings(_Strict):
     ``runtime="python"`` off. Availability is checked at the first such run, which reports what is missing."""
     python_backend_options: dict[str, Any] = Field(default_factory=dict[str, Any])
     """The backend's options, as in ``[servers.NAME.options.bubblewrap]`` or ``.docker``."""
-    python_memory_mb: Annotated[int, Field(ge=32, le=64 * 1024)] = 256
+    python_memory_mb: Annotated[int, Field(ge=64, le=64 * 1024)] = 256
+    """Address space of the script's Python (``RLIMIT_AS``); its box gets 64 MiB more for the agent."""
     python_cpu_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     python_wall_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     python_max_calls: Annotated[int, Field(ge=1, le=10_000)] = 50

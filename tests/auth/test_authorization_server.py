@@ -472,3 +472,25 @@ async def test_openid_scope_returns_an_id_token_signed_by_the_published_keys(wor
     claims = jwt.decode(tokens["id_token"], keys).claims
     assert claims["iss"] == world.base and claims["aud"] == [world.flow.client_id]
     assert (claims["sub"], claims["nonce"], claims["groups"]) == ("alice", "n-123", ["staff"])
+
+
+async def test_t3_a_session_belongs_to_the_principal_that_opened_it(world: World) -> None:
+    alice, _ = world.auth.mint("alice", scopes=["tools:read", "tools:call"], ttl=3600, kind="user", groups=["staff"])
+    bob, _ = world.auth.mint("bob", scopes=["tools:read", "tools:call"], ttl=3600, kind="user", groups=["staff"])
+    opened = await mcp_post(world.http, world.portal.mcp_url, alice, "initialize", INITIALIZE)
+    session = opened.headers["mcp-session-id"]
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Mcp-Session-Id": session,
+        "Mcp-Protocol-Version": "2025-06-18",
+    }
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    stolen = await world.http.post(
+        world.portal.mcp_url, json=body, headers={**headers, "Authorization": f"Bearer {bob}"}
+    )
+    assert stolen.status_code == 404  # as if the session did not exist: a session id is never authentication
+    again, _ = world.auth.mint("alice", scopes=["tools:read", "tools:call"], ttl=3600, kind="user", groups=["staff"])
+    own = await world.http.post(
+        world.portal.mcp_url, json=body, headers={**headers, "Authorization": f"Bearer {again}"}
+    )
+    assert own.status_code == 200

@@ -5,8 +5,10 @@
 ``POST /admin/approvals/{id}/approve``  ``{"note": "..."}`` (optional)  approve a pending call
 ``POST /admin/approvals/{id}/deny``     ``{"note": "..."}`` (optional)  deny it
 
-Who may use it: with ``[auth] mode = "none"`` the portal only listens on loopback and the local user is
-the admin. A browser page must not be able to drive it (CSRF, DNS rebinding): the same Host and Origin
+Who may use it: with ``[auth] mode = "oauth"`` (the default) a bearer token with the ``admin`` scope
+(``portal/auth``'s guard refuses anything else before these handlers run), and decisions name that
+principal; with ``[auth] mode = "none"`` the portal only listens on loopback and the local user is the
+admin. A browser page must not be able to drive it (CSRF, DNS rebinding): the same Host and Origin
 checks as ``/mcp`` apply (SECURITY.md T1), and a decision must be a POST with ``Content-Type:
 application/json``, which no cross-site form can send without a CORS preflight this API never grants.
 """
@@ -24,6 +26,7 @@ from starlette.routing import Route
 
 from portal.approvals import ApprovalStatus, ApprovalStore
 from portal.errors import ApprovalError
+from portal.principal import Principal
 
 __all__ = ["admin_routes"]
 
@@ -80,9 +83,12 @@ class _AdminAPI:
         except ApprovalError as error:
             return _error(404, str(error))
         approve = decision == "approve"
+        # With OAuth on, the guard put the verified admin here (the admin scope was required to get this far).
+        principal = request.scope.get("dockyard.principal")
+        by = f"http:{principal.label}" if isinstance(principal, Principal) else "http:local"
         try:
             decided = await anyio.to_thread.run_sync(
-                lambda: self.store.decide(approval_id, approve=approve, by="http:local", note=note)
+                lambda: self.store.decide(approval_id, approve=approve, by=by, note=note)
             )
         except ApprovalError as error:
             return _error(409, str(error))

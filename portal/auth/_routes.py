@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio.to_thread
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -31,7 +31,7 @@ from portal.auth._adapter import BodyError, FormRequest, Reply, add_query, read_
 from portal.auth._guard import protected_resource_metadata, resource_paths
 from portal.auth._ledger import Ledger
 from portal.auth._pages import consent_page, error_page, login_page, page
-from portal.auth._scopes import OIDC_SCOPES, SCOPES, parse_scope
+from portal.auth._scopes import OIDC_SCOPES, SCOPES
 from portal.auth._server import ConsentRequest, PortalAuthorizationServer
 from portal.auth._sessions import BrowserSession, SessionCookies
 from portal.auth._tokens import Owner
@@ -328,11 +328,4 @@ def _data(request: FormRequest) -> dict[str, str]:
 
 
 def _host(uri: str | None) -> str:
-    from urllib.parse import urlsplit
-
     return (urlsplit(uri).hostname or uri or "") if uri else ""
-
-
-def scopes_of(scope: str) -> frozenset[str]:
-    """The scopes of a scope string (re-exported for tests)."""
-    return parse_scope(scope)

@@ -20,10 +20,9 @@ from joserfc.errors import JoseError
 
 from portal.auth._errors import InvalidTokenError
 from portal.auth._keys import ALGORITHM, KeyRing
-from portal.auth._ledger import Ledger, aware, new_id
+from portal.auth._ledger import Ledger, new_id
 from portal.auth._scopes import parse_scope
 from portal.principal import Principal
-from portal.store import utcnow
 
 __all__ = ["Owner", "TokenService", "VerifiedToken", "covers", "unverified_claims"]
 
@@ -187,8 +186,3 @@ class TokenService:
             refresh_token=cast(str | None, token.get("refresh_token")),
             refresh_ttl=refresh_ttl,
         )
-
-
-def is_live(expires_at: datetime) -> bool:
-    """Whether a stored expiry is still in the future."""
-    return aware(expires_at) > utcnow()

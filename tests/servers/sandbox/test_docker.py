@@ -7,9 +7,8 @@ skip with the reason, except in CI (``CI`` set), where a docker that does not wo
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -55,17 +54,6 @@ async def backend() -> AsyncIterator[DockerBackend]:
         yield backend
     finally:
         await backend.aclose()
-
-
-@pytest.fixture
-def box_root() -> Iterator[Path]:
-    # Not pytest's tmp_path: the box's uid 65534 must be able to traverse every parent of its mounts.
-    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"dockyard-test-docker-{os.getpid()}"
-    root.mkdir(mode=0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 _counter = 0
@@ -164,14 +152,14 @@ def test_gvisor_is_refused_without_host_unix_sockets_and_network_none() -> None:
         _check_runtime("gvisor", {"gvisor": {"path": "/usr/local/bin/runsc", "runtimeArgs": ["--host-uds=all"]}})
 
 
-async def test_the_box_runs_under_gvisor_when_runsc_is_registered(box_root: Path) -> None:
+async def test_the_box_runs_under_gvisor_when_runsc_is_registered(tmp_path: Path) -> None:
     backend = DockerBackend({"runtime": "runsc"})
     try:
         await backend.check()
     except BackendUnavailableError as error:
         pytest.skip(f"gVisor is optional (never required, in CI neither): {error}")
     try:
-        spec = make_spec(box_root)
+        spec = make_spec(tmp_path)
         with anyio.fail_after(60):
             agent = await started(backend, spec)
             code, out = await sh(agent, "id -u; grep CapEff /proc/self/status; echo hi > note; cat /proc/net/dev")
@@ -183,9 +171,9 @@ async def test_the_box_runs_under_gvisor_when_runsc_is_registered(box_root: Path
         await backend.aclose()
 
 
-async def test_the_container_is_hardened_as_configured(backend: DockerBackend, box_root: Path) -> None:
+async def test_the_container_is_hardened_as_configured(backend: DockerBackend, tmp_path: Path) -> None:
     limits = Limits(memory_mb=256, cpus=0.5, pids=64, tmp_mb=16, open_files=256)
-    spec = make_spec(box_root, limits=limits)
+    spec = make_spec(tmp_path, limits=limits)
     await started(backend, spec)
     client = docker.DockerClient(base_url=backend.docker_host, version="auto")
     try:
@@ -212,9 +200,9 @@ async def test_the_container_is_hardened_as_configured(backend: DockerBackend, b
 
 
 async def test_inside_the_box_nobody_has_no_capabilities_no_network_and_a_read_only_root(
-    backend: DockerBackend, box_root: Path
+    backend: DockerBackend, tmp_path: Path
 ) -> None:
-    spec = make_spec(box_root, limits=Limits(pids=64, memory_mb=256, tmp_mb=16))
+    spec = make_spec(tmp_path, limits=Limits(pids=64, memory_mb=256, tmp_mb=16))
     agent = await started(backend, spec)
     assert await sh(agent, "id -u; id -g") == (0, "65534\n65534\n")
     code, status = await sh(agent, "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status")
@@ -236,9 +224,9 @@ async def test_inside_the_box_nobody_has_no_capabilities_no_network_and_a_read_o
 
 
 async def test_the_workspace_survives_stop_and_start_and_start_is_idempotent(
-    backend: DockerBackend, box_root: Path
+    backend: DockerBackend, tmp_path: Path
 ) -> None:
-    spec = make_spec(box_root)
+    spec = make_spec(tmp_path)
     agent = await started(backend, spec)
     assert await sh(agent, "echo kept > /workspace/note && pwd && echo $HOME") == (0, "/workspace\n/workspace\n")
     assert (spec.workspace / "note").stat().st_uid == 65534
@@ -254,8 +242,8 @@ async def test_the_workspace_survives_stop_and_start_and_start_is_idempotent(
     assert not await backend.is_running(spec.id)
 
 
-async def test_concurrent_starts_of_one_box_make_one_container(backend: DockerBackend, box_root: Path) -> None:
-    spec = make_spec(box_root)
+async def test_concurrent_starts_of_one_box_make_one_container(backend: DockerBackend, tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
     async with anyio.create_task_group() as group:
         for _ in range(3):
             group.start_soon(backend.start, spec)
@@ -268,24 +256,24 @@ async def test_concurrent_starts_of_one_box_make_one_container(backend: DockerBa
 
 
 async def test_the_egress_directory_is_mounted_read_only_only_when_the_profile_has_egress(
-    backend: DockerBackend, box_root: Path
+    backend: DockerBackend, tmp_path: Path
 ) -> None:
-    closed = await started(backend, make_spec(box_root))
+    closed = await started(backend, make_spec(tmp_path))
     assert await sh(closed, "test -e /run/dockyard/egress || echo absent") == (0, "absent\n")
-    spec = make_spec(box_root, egress=True)
+    spec = make_spec(tmp_path, egress=True)
     (spec.egress_dir or spec.state_dir).joinpath("marker").write_text("x")
     opened = await started(backend, spec)
     code, out = await sh(opened, "cat /run/dockyard/egress/marker; touch /run/dockyard/egress/y")
     assert out.startswith("x") and "Read-only file system" in out and code != 0
 
 
-async def test_aclose_removes_every_box_it_started(box_root: Path) -> None:
+async def test_aclose_removes_every_box_it_started(tmp_path: Path) -> None:
     backend = DockerBackend({})
     try:
         await backend.check()
     except BackendUnavailableError as error:
         _unavailable(str(error))
-    specs = [make_spec(box_root) for _ in range(2)]
+    specs = [make_spec(tmp_path) for _ in range(2)]
     for spec in specs:
         await backend.start(spec)
     await backend.aclose()
@@ -298,14 +286,14 @@ async def test_aclose_removes_every_box_it_started(box_root: Path) -> None:
         client.close()
 
 
-async def test_a_box_that_cannot_start_is_reported_and_removed(backend: DockerBackend, box_root: Path) -> None:
+async def test_a_box_that_cannot_start_is_reported_and_removed(backend: DockerBackend, tmp_path: Path) -> None:
     client = docker.DockerClient(version="auto")
     try:
         # A real image without python3: dockerd creates the container, and starting it fails.
         empty_tar = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True, check=True).stdout
         client.api.import_image_from_data(empty_tar, repository="dockyard-test-empty", tag="latest")
         broken = DockerBackend({"image": "dockyard-test-empty:latest"})
-        spec = make_spec(box_root)
+        spec = make_spec(tmp_path)
         with pytest.raises(
             SandboxStateError,
             match=rf"box {spec.id!r} exited before its agent answered: .*exec /usr/bin/python3",

@@ -158,13 +158,14 @@ async def test_every_call_through_the_choke_point_writes_an_audit_record(tmp_pat
 async def test_a_stdio_child_gets_only_its_configured_environment_never_the_portals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DOCKYARD_SECRET_KEY", "portal-secret-value")
+    secret = "706f7274616c2d7365637265742d76616c75652d6f662d33322d627974657321"  # a valid vault key (32 bytes, hex)
+    monkeypatch.setenv("DOCKYARD_SECRET_KEY", secret)
     server = everything_stdio() | {"env": {"GREETING": "hello"}}
     settings = make_settings(tmp_path, {"everything": server})
     async with running_portal(settings) as portal, Client(portal.mcp_url, mode="legacy") as client:
         env = json.loads(text_of(await client.call_tool("everything__get-env", {})))
     assert env["GREETING"] == "hello"
-    assert "DOCKYARD_SECRET_KEY" not in env and "portal-secret-value" not in json.dumps(env)
+    assert "DOCKYARD_SECRET_KEY" not in env and secret not in json.dumps(env)
     assert set(env) <= {"GREETING", "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"}
 
 

@@ -503,6 +503,7 @@ class UpstreamOAuth:
             expires=self._clock() + _PENDING_TTL,
         )
         ref = SecretRef(_PENDING, "", _digest(state))
+        await anyio.to_thread.run_sync(self.vault.purge_expired, _PENDING)
         await anyio.to_thread.run_sync(
             lambda: self.vault.put(ref, json.dumps(pending), expires_at=_utc(pending["expires"]))
         )

@@ -291,6 +291,12 @@ class Vault:
         with self.engine.begin() as conn:
             return conn.execute(delete(VaultSecret).where(*_match(ref))).rowcount > 0
 
+    def purge_expired(self, kind: SecretKind) -> int:
+        """Delete the values of ``kind`` whose ``expires_at`` has passed (abandoned consent rounds); how many."""
+        with self.engine.begin() as conn:
+            statement = delete(VaultSecret).where(col(VaultSecret.kind) == kind, col(VaultSecret.expires_at) < utcnow())
+            return conn.execute(statement).rowcount
+
     def values(self, kind: SecretKind, server: str, *, subject: str = "") -> dict[str, bytes]:
         """Every value of ``kind`` for ``server`` and ``subject``, by name (e.g. the headers to send).
 

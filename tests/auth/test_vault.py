@@ -234,3 +234,16 @@ def test_the_auth_package_exports_the_vault_and_the_upstream_oauth_client() -> N
         "upstream_credentials",
         "upstream_oauth_routes",
     }
+
+
+def test_expired_values_of_a_kind_are_purged(engine: Engine) -> None:  # noqa: F811
+    from datetime import UTC, datetime, timedelta
+
+    vault = Vault(engine, KEY)
+    now = datetime.now(UTC)
+    vault.put(SecretRef("oauth-pending", "", "old"), "v", expires_at=now - timedelta(minutes=1))
+    vault.put(SecretRef("oauth-pending", "", "new"), "v", expires_at=now + timedelta(minutes=10))
+    vault.put(SecretRef("header", "api", "X-Key"), "v")
+    assert vault.purge_expired("oauth-pending") == 1
+    assert vault.get(SecretRef("oauth-pending", "", "new")) is not None
+    assert vault.get(SecretRef("header", "api", "X-Key")) is not None

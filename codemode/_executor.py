@@ -356,15 +356,17 @@ class MontyExecutor:
         return await self._outcome(run, start)
 
     @asynccontextmanager
-    async def fresh_session(self, sdk: GeneratedSdk) -> AsyncGenerator[monty.AsyncMontySession]:
-        """A session for ``sdk`` (namespaces importable, type checking on) with nothing fed yet.
+    async def session(self, sdk: GeneratedSdk) -> AsyncGenerator[monty.AsyncMontySession]:
+        """A session for ``sdk`` under the default limits, as a run gets it (the one kept ready when it fits).
+
+        The namespaces are imported, ``ToolError = OSError``, and type checking is on.
 
         For feeding code of one's own: ``runtime="python"`` type-checks scripts in one without running them.
 
         Raises:
             RuntimeError: The executor is not running (see :meth:`running`).
         """
-        async with self._running().fresh(sdk, _checkout_limits(self.limits)) as session:
+        async with self._running().session(sdk, _checkout_limits(self.limits)) as session:
             yield session
 
     def _running(self) -> Sessions:

@@ -2,18 +2,24 @@
 
 Each principal gets one box of the sandbox server's backend (bubblewrap by default), kept between runs
 and stopped when idle: uid 65534, read-only root, no network, the portal's environment cleared. A run
-binds a fresh Unix socket in the box's control directory, starts ``python3 -I -c`` with
-:mod:`codemode._python_runner` through the box's agent, and hands it the SDK's source and the script on
-stdin. The SDK inside the box is the same generated module the Monty runtime stubs, loaded with a hook
-that sends ``{"id", "target", "arguments"}`` as a JSON line over that socket; the portal answers each
-line by calling ``call(target, arguments)`` — the caller's :class:`~codemode.ToolCaller`, wired to
-``gateway.call_tool(principal, ...)`` — for the principal who called ``execute``. The socket is the
-script's only capability: no token, key or credential enters the box, and it reaches only the tools in
-the SDK it was given, through the choke point.
+binds a fresh Unix socket in the box's control directory and starts ``python3 -I -c`` with
+:mod:`codemode._python_runner` through the box's agent; the runner connects and waits for the SDK's
+source and the script, which the portal sends once the script has passed its type check (done while the
+runner starts). The SDK inside the box is the same generated module the Monty runtime stubs, loaded with
+a hook that sends ``{"id", "target", "arguments"}`` as a JSON line over that socket; the portal answers
+each line by calling ``call(target, arguments)`` — the caller's :class:`~codemode.ToolCaller`, wired to
+``gateway.call_tool(principal, ...)`` — for the principal who called ``execute``
+(:mod:`codemode._python_session`). The socket is the script's only capability: no token, key or
+credential enters the box, and it reaches only the tools in the SDK it was given, through the choke point.
+
+Starting CPython is most of a run's cost, so after each run the next runner of that principal is started
+in the background and waits, connected, for its script (for at most ``idle_stop`` seconds); the next run
+takes it. A runner serves one script and exits, so no state of one script reaches the next in memory
+(files the script writes in its box stay, for that principal's later scripts).
 
 Limits are enforced outside the script: calls are counted here (the call past ``max_calls`` raises
-``ToolError``); wall time by the agent and by a deadline here; memory by the box's cgroup and the
-runner's ``RLIMIT_AS``; CPU by ``RLIMIT_CPU``; output by the agent and by a cut here.
+``ToolError``); wall time by a deadline here (the runner is killed through the agent); memory by the
+box's cgroup and the runner's ``RLIMIT_AS``; CPU by ``RLIMIT_CPU``; output by the agent and by a cut here.
 
 A call held for approval cannot pause a CPython process the way a Monty snapshot can (nothing survives a
 restart), so it fails: the script gets a ``ToolError`` saying to run scripts that need approval with the
@@ -27,23 +33,22 @@ import json
 import logging
 import os
 import secrets
-import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.buffered import BufferedByteReceiveStream
 
-from codemode._executor import ApprovalPending, CallRecord, ExecuteResult, Limits, MontyExecutor, ToolError
+from codemode._executor import ExecuteResult, Limits, MontyExecutor
 from codemode._python_check import check_python
+from codemode._python_session import Session
 from codemode._sdk import GeneratedSdk, ToolCaller
 from portal.config import CodeModeSettings
 from servers.sandbox import BackendUnavailableError, SandboxError, backend_from_name
-from servers.sandbox._backend import CONTROL_DIR, Profile
+from servers.sandbox._backend import CONTROL_DIR, ExecResult, Profile
 from servers.sandbox._backend import Limits as BoxLimits
 from servers.sandbox._manager import SandboxManager
 from servers.sandbox._settings import SandboxSettings
@@ -55,89 +60,49 @@ logger = logging.getLogger("codemode")
 RUNNER = (Path(__file__).resolve().parent / "_python_runner.py").read_text()
 """The in-box runner's source, passed to ``python3 -I -c``."""
 _BOX_NAME = "codemode-python"
-_MAX_LINE = 64 * 1024 * 1024
 _BOX_OVERHEAD_MB = 64
-"""Memory of the box beyond one script's: the agent and the Python that starts the script."""
+"""Memory of the box beyond one script's: the agent and a runner waiting for the next script."""
+_START_SECONDS = 30.0
+"""How long a runner may take to start and connect (a box that is not running yet starts first)."""
+_EXIT_GRACE = 5.0
+"""How long a runner may take to exit after it reported its outcome."""
+_MAX_READY = 32
+"""Runners kept waiting at once (each holds its principal's box up)."""
 
 
 class PythonRuntimeError(Exception):
     """``runtime="python"`` cannot run here: the backend is unavailable or the box did not start."""
 
 
-@dataclass
-class _Session:
-    """One run's bookkeeping on the portal's side of the socket."""
+@dataclass(eq=False)
+class _Runner:
+    """A runner process in a principal's box: started, then connected to its socket, waiting for a script."""
 
-    call: ToolCaller
+    owner: str
     limits: Limits
-    targets: frozenset[str]
-    calls: list[CallRecord] = field(default_factory=list[CallRecord])
-    over_budget: bool = False
-    done: dict[str, Any] | None = None
+    sdk: GeneratedSdk | None = None
+    """The SDK loaded while it waits (sent as soon as it connects), if any."""
+    connected: anyio.Event = field(default_factory=anyio.Event)
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    stream: anyio.abc.SocketStream | None = None
+    output: ExecResult | None = None
+    error: PythonRuntimeError | None = None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
-    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        call_id, target, arguments = request.get("id"), request.get("target"), request.get("arguments")
-        if not isinstance(target, str) or not isinstance(arguments, dict):
-            return {"id": call_id, "error": "malformed call: needs a target and an arguments object"}
-        if target not in self.targets:
-            return {"id": call_id, "error": "no such tool in your SDK"}
-        if len(self.calls) >= self.limits.max_calls:
-            self.over_budget = True
-            self.calls.append(CallRecord(target, False, 0.0))
-            limit = f"call limit reached: a run may make at most {self.limits.max_calls} tool calls"
-            return {"id": call_id, "error": limit}
-        start = time.perf_counter()
-        record = len(self.calls)
-        self.calls.append(CallRecord(target, False, 0.0))
-        try:
-            result = await self.call(target, cast(dict[str, object], arguments))
-            answer: dict[str, Any] = {"id": call_id, "result": result}
-        except ToolError as error:
-            answer = {"id": call_id, "error": error.message}
-        except ApprovalPending as pending:
-            answer = {
-                "id": call_id,
-                "error": f"this call needs an admin's approval ({pending.approval_id}), and a runtime='python' "
-                "script cannot pause for it; run scripts that make calls needing approval with the default "
-                "runtime (monty), which pauses and resumes",
-            }
-        ms = round((time.perf_counter() - start) * 1000, 3)
-        self.calls[record] = CallRecord(target, "result" in answer, ms)
-        return answer
+    def kill(self) -> None:
+        """Stop the runner: its agent connection closes, and the agent kills the process."""
+        self.scope.cancel()
 
-    async def serve(self, stream: anyio.abc.SocketStream) -> None:
-        """Answer the runner's calls until it says it is done or hangs up."""
-        reader = BufferedByteReceiveStream(stream)
-        lock = anyio.Lock()
-
-        async def reply(request: dict[str, Any]) -> None:
-            answer = await self.answer(request)
-            try:
-                line = json.dumps(answer, ensure_ascii=False).encode() + b"\n"
-            except (TypeError, ValueError) as error:
-                line = json.dumps({"id": answer.get("id"), "error": f"result not JSON: {error}"}).encode() + b"\n"
-            async with lock:
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await stream.send(line)
-
+    async def started(self) -> None:
+        """Wait until the runner is connected, or gone."""
         async with anyio.create_task_group() as tasks:
-            while True:
-                try:
-                    line = await reader.receive_until(b"\n", _MAX_LINE)
-                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.BrokenResourceError):
-                    break
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    break
-                if not isinstance(message, dict):
-                    break
-                request = cast(dict[str, Any], message)
-                if "done" in request:
-                    done = request["done"]
-                    self.done = cast(dict[str, Any], done) if isinstance(done, dict) else None
-                    break
-                tasks.start_soon(reply, request)
+
+            async def wait(event: anyio.Event) -> None:
+                await event.wait()
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(wait, self.connected)
+            tasks.start_soon(wait, self.exited)
 
 
 class PythonRuntime:
@@ -148,9 +113,10 @@ class PythonRuntime:
         backend: The sandbox backend: ``bubblewrap`` or ``docker``.
         backend_options: The backend's options (as in ``[servers.NAME.options.bubblewrap]``).
         limits: The default limits of a run.
-        idle_stop: Seconds without a run before a principal's box is stopped.
+        idle_stop: Seconds a runner waits for the next script, and a box without runs stays up after that.
         checker: The Monty executor whose type checker checks each script first (see
             :mod:`codemode._python_check`); None runs scripts unchecked.
+        keep_ready: Start the next runner of a principal in the background after each run.
     """
 
     def __init__(
@@ -162,6 +128,7 @@ class PythonRuntime:
         limits: Limits | None = None,
         idle_stop: float = 300.0,
         checker: MontyExecutor | None = None,
+        keep_ready: bool = True,
     ) -> None:
         self.limits = limits or Limits(memory_bytes=256 * 1024 * 1024, cpu_seconds=30.0)
         self._data_dir = data_dir
@@ -169,13 +136,16 @@ class PythonRuntime:
         self._backend_options = dict(backend_options or {})
         self._idle_stop = idle_stop
         self._checker = checker
+        self._keep_ready = keep_ready
         self._manager: SandboxManager | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._unavailable: str | None = None
         self._locks: dict[str, anyio.Lock] = {}
+        self._ready: dict[str, _Runner] = {}
 
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[PythonRuntime]:
-        """Keep the boxes' manager (and its idle reaper) up; boxes stop when the block ends."""
+        """Keep the boxes' manager (and its idle reaper) up; runners and boxes stop when the block ends."""
         try:
             backend = backend_from_name(self._backend_name, self._backend_options)
         except BackendUnavailableError as error:
@@ -189,12 +159,22 @@ class PythonRuntime:
             max_per_owner=1,
         )
         manager = SandboxManager(settings, backend, root=self._data_dir / "codemode-python")
-        async with manager.running():
-            self._manager = manager
-            try:
-                yield self
-            finally:
-                self._manager = None
+        try:
+            async with manager.running(), anyio.create_task_group() as tasks:
+                self._manager, self._tasks = manager, tasks
+                try:
+                    yield self
+                finally:
+                    self._tasks = None
+                    self._ready.clear()
+                    tasks.cancel_scope.cancel()
+        finally:
+            self._manager = None
+
+    async def settled(self) -> None:
+        """Wait until the runners started in the background are connected (for benchmarks and tests)."""
+        for runner in list(self._ready.values()):
+            await runner.started()
 
     async def run(
         self, sdk: GeneratedSdk, code: str, call: ToolCaller, *, owner: str, limits: Limits | None = None
@@ -206,16 +186,22 @@ class PythonRuntime:
                 or the box cannot be started.
         """
         limits = limits or self.limits
-        manager = self._running()
-        try:
-            await manager.backend.check()
-            sandbox_id = await self._box_for(manager, owner, limits)
-            async with manager.use(owner, sandbox_id, policy_egress=()) as agent:
-                return await self._run_in(agent, manager.runtime_dir(sandbox_id) / "control", sdk, code, call, limits)
-        except BackendUnavailableError as error:
-            raise PythonRuntimeError(f"runtime 'python' is unavailable: {error}") from None
-        except SandboxError as error:
-            raise PythonRuntimeError(f"runtime 'python' could not start its sandbox: {error}") from None
+        self._running()
+        for attempt in range(2):
+            runner = self._take(owner, limits) if attempt == 0 else None
+            runner = runner or self._start(owner, limits, idle=_START_SECONDS + limits.wall_seconds)
+            try:
+                outcome = await self._run_with(runner, sdk, code, call, limits)
+            except BaseException:
+                runner.kill()
+                raise
+            if outcome is not None and outcome.status == "type_error" and self._keep(owner, runner):
+                return outcome  # the runner never got the script: it waits for the next one
+            runner.kill()
+            if outcome is not None:
+                self._prepare(owner, limits, sdk)
+                return outcome
+        raise PythonRuntimeError("runtime 'python': the box's runner hung up before it got the script; try again")
 
     def _running(self) -> SandboxManager:
         if self._unavailable is not None:
@@ -223,6 +209,90 @@ class PythonRuntime:
         if self._manager is None:
             raise RuntimeError("the python runtime is not running; enter `runtime.running()` first")
         return self._manager
+
+    # -- runners --------------------------------------------------------------------------------------
+
+    def _take(self, owner: str, limits: Limits) -> _Runner | None:
+        runner = self._ready.pop(owner, None)
+        if runner is None:
+            return None
+        if runner.limits != limits or runner.exited.is_set():
+            runner.kill()
+            return None
+        return runner
+
+    def _keep(self, owner: str, runner: _Runner) -> bool:
+        """Keep an unused runner ready for ``owner``'s next script, if it is alive and none is kept yet."""
+        if not self._keep_ready or owner in self._ready or runner.exited.is_set() or runner.error is not None:
+            return False
+        self._ready[owner] = runner
+        return True
+
+    def _prepare(self, owner: str, limits: Limits, sdk: GeneratedSdk) -> None:
+        if not self._keep_ready or self._tasks is None or owner in self._ready:
+            return
+        while len(self._ready) >= _MAX_READY:
+            self._ready.pop(next(iter(self._ready))).kill()
+        self._ready[owner] = self._start(owner, limits, idle=self._idle_stop, sdk=sdk)
+
+    def _start(self, owner: str, limits: Limits, *, idle: float, sdk: GeneratedSdk | None = None) -> _Runner:
+        if self._tasks is None or self._manager is None:
+            raise RuntimeError("the python runtime is not running; enter `runtime.running()` first")
+        runner = _Runner(owner, limits, sdk)
+        self._tasks.start_soon(self._serve, self._manager, runner, idle)
+        return runner
+
+    async def _serve(self, manager: SandboxManager, runner: _Runner, idle: float) -> None:
+        """Run one runner process to its end: box, socket, ``python3 -I -c RUNNER`` through the agent."""
+        try:
+            with runner.scope:
+                await manager.backend.check()
+                sandbox_id = await self._box_for(manager, runner.owner, runner.limits)
+                async with manager.use(runner.owner, sandbox_id, policy_egress=()) as agent:
+                    failure: SandboxError | None = None
+                    name = f"code-{secrets.token_hex(8)}.sock"
+                    path = manager.runtime_dir(sandbox_id) / "control" / name
+                    listener = await anyio.create_unix_listener(path)
+                    os.chmod(path, 0o666)  # the box connects as uid 65534
+                    try:
+                        async with listener, anyio.create_task_group() as tasks:
+
+                            async def accept() -> None:
+                                stream = await listener.accept()
+                                await listener.aclose()  # one connection: nothing else in the box gets in
+                                if runner.sdk is not None:
+                                    await stream.send(_line(_sdk_fields(runner.sdk)))
+                                runner.stream = stream
+                                runner.connected.set()
+
+                            tasks.start_soon(accept)
+                            try:
+                                runner.output = await agent.exec(
+                                    ["python3", "-I", "-c", RUNNER, f"{CONTROL_DIR}/{name}"],
+                                    timeout=idle,
+                                    output_limit=runner.limits.max_output_chars * 4,
+                                )
+                            except SandboxError as error:
+                                failure = error  # raised below, out of the task group, for `use` to see
+                            tasks.cancel_scope.cancel()
+                    finally:
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+                    if failure is not None:
+                        raise failure
+        except BackendUnavailableError as error:
+            runner.error = PythonRuntimeError(f"runtime 'python' is unavailable: {error}")
+        except SandboxError as error:
+            runner.error = PythonRuntimeError(f"runtime 'python' could not start its sandbox: {error}")
+        except PythonRuntimeError as error:
+            runner.error = error
+        finally:
+            if self._ready.get(runner.owner) is runner:
+                del self._ready[runner.owner]
+            if runner.stream is not None:
+                with anyio.CancelScope(shield=True):
+                    await runner.stream.aclose()
+            runner.exited.set()
 
     async def _box_for(self, manager: SandboxManager, owner: str, limits: Limits) -> str:
         lock = self._locks.setdefault(owner, anyio.Lock())
@@ -234,93 +304,99 @@ class PythonRuntime:
             profile = Profile(limits=_box_limits(limits))
             return (await manager.create(owner, name=_BOX_NAME, profile=profile)).id
 
-    async def _run_in(
-        self, agent: Any, control_dir: Path, sdk: GeneratedSdk, code: str, call: ToolCaller, limits: Limits
-    ) -> ExecuteResult:
-        checked = anyio.Event()
+    # -- one run --------------------------------------------------------------------------------------
+
+    async def _run_with(
+        self, runner: _Runner, sdk: GeneratedSdk, code: str, call: ToolCaller, limits: Limits
+    ) -> ExecuteResult | None:
+        """The run's outcome, or None when the runner hung up before it took the script (take another)."""
         type_errors: list[ExecuteResult] = []
+        with anyio.move_on_after(_START_SECONDS + limits.wall_seconds) as starting:
+            async with anyio.create_task_group() as tasks:
+                if self._checker is not None:
+                    checker = self._checker
 
-        async def check() -> None:
-            # While the box's Python starts: the runner waits for the verdict before it runs anything.
-            try:
-                if self._checker is not None and (errors := await check_python(self._checker, sdk, code)):
-                    type_errors.append(errors)
-            finally:
-                checked.set()
+                    async def check() -> None:
+                        # While the runner starts: it waits for the script before it runs anything.
+                        if errors := await check_python(checker, sdk, code):
+                            type_errors.append(errors)
 
-        name = f"code-{secrets.token_hex(8)}.sock"
-        session = _Session(call, limits, frozenset(f.target for f in sdk.functions))
-        payload = {
-            "sdk": sdk.source,
-            "namespaces": list(dict.fromkeys(f.namespace for f in sdk.functions)),
+                    tasks.start_soon(check)
+                await runner.started()
+        if starting.cancelled_caught:
+            raise PythonRuntimeError(f"runtime 'python': the box's Python did not start within {_START_SECONDS:g} s")
+        if runner.error is not None:
+            raise runner.error
+        if type_errors:
+            return type_errors[0]
+        stream = runner.stream
+        if stream is None:
+            output = runner.output
+            if output is not None and output.timed_out:
+                return None  # a runner kept ready that waited too long: take a fresh one
+            exit_code, stderr = (output.exit_code, output.stderr) if output is not None else (None, b"")
+            return ExecuteResult("error", error=_died(exit_code, stderr, limits))
+        session = Session(call, limits, frozenset(f.target for f in sdk.functions))
+        script: dict[str, Any] = {
+            "run": True,
             "code": code,
-            "socket": f"{CONTROL_DIR}/{name}",
             "cpu_seconds": limits.cpu_seconds,
             "memory_bytes": limits.memory_bytes,
         }
-        path = control_dir / name
-        listener = await anyio.create_unix_listener(path)
-        os.chmod(path, 0o666)  # the box connects as uid 65534
-        output: Any = None
-        stopped = False
+        if runner.sdk is not sdk:
+            script |= _sdk_fields(sdk)
         try:
-            async with listener, anyio.create_task_group() as tasks:
-
-                async def accept() -> None:
-                    stream = await listener.accept()
-                    await listener.aclose()  # one connection per run: nothing else in the box gets this socket
-                    async with stream:
-                        await checked.wait()
-                        await stream.send(json.dumps({"run": not type_errors}).encode() + b"\n")
-                        if not type_errors:
-                            await session.serve(stream)
-
-                tasks.start_soon(check)
-                tasks.start_soon(accept)
-                with anyio.move_on_after(limits.wall_seconds + 2) as scope:
-                    output = await agent.exec(
-                        ["python3", "-I", "-c", RUNNER],
-                        stdin=json.dumps(payload, ensure_ascii=False).encode(),
-                        timeout=limits.wall_seconds,
-                        output_limit=limits.max_output_chars * 4,
-                    )
-                stopped = scope.cancelled_caught
-                tasks.cancel_scope.cancel()
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        if type_errors:
-            return type_errors[0]
+            await stream.send(_line(script))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return None
+        with anyio.move_on_after(limits.wall_seconds) as deadline:
+            await session.serve(stream)
+            with anyio.move_on_after(_EXIT_GRACE):
+                await runner.exited.wait()
         calls = tuple(session.calls)
-        if stopped or output is None or output.timed_out:
+        if deadline.cancelled_caught or (runner.output is not None and runner.output.timed_out):
             return ExecuteResult(
                 "error", error=f"the run took longer than {limits.wall_seconds} s and was stopped", calls=calls
             )
-        stdout_text = output.stdout.decode(errors="replace")
-        truncated = bool(output.stdout_truncated) or len(stdout_text) > limits.max_output_chars
-        stdout_text = stdout_text[: limits.max_output_chars]
-        done = session.done
-        if done is None:
-            return ExecuteResult(
-                "error", error=_died(output.exit_code, output.stderr, limits), stdout=stdout_text, calls=calls,
-                truncated=truncated,
-            )  # fmt: skip
-        if session.over_budget:
-            return ExecuteResult(
-                "error", error=f"call limit reached: at most {limits.max_calls} tool calls", stdout=stdout_text,
-                calls=calls, truncated=truncated,
-            )  # fmt: skip
-        if done.get("status") != "ok":
-            line = done.get("line")
-            return ExecuteResult(
-                "error", error=str(done.get("error")), line=line if isinstance(line, int) else None,
-                stdout=stdout_text, calls=calls, truncated=truncated,
-            )  # fmt: skip
-        value = done.get("value")
-        rendered = json.dumps(value, ensure_ascii=False)
-        if len(rendered) > limits.max_output_chars:
-            value, truncated = rendered[: limits.max_output_chars], True
-        return ExecuteResult("ok", value=value, stdout=stdout_text, calls=calls, truncated=truncated)
+        return _outcome(session, runner.output, limits)
+
+
+def _sdk_fields(sdk: GeneratedSdk) -> dict[str, Any]:
+    return {"sdk": sdk.source, "namespaces": list(dict.fromkeys(f.namespace for f in sdk.functions))}
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False).encode() + b"\n"
+
+
+def _outcome(session: Session, output: ExecResult | None, limits: Limits) -> ExecuteResult:
+    """The answer from what the runner reported and what it printed."""
+    calls = tuple(session.calls)
+    stdout_text = output.stdout.decode(errors="replace") if output is not None else ""
+    truncated = (output is not None and output.stdout_truncated) or len(stdout_text) > limits.max_output_chars
+    stdout_text = stdout_text[: limits.max_output_chars]
+    done = session.done
+    if done is None:
+        exit_code, stderr = (output.exit_code, output.stderr) if output is not None else (None, b"")
+        return ExecuteResult(
+            "error", error=_died(exit_code, stderr, limits), stdout=stdout_text, calls=calls, truncated=truncated
+        )
+    if session.over_budget:
+        return ExecuteResult(
+            "error", error=f"call limit reached: at most {limits.max_calls} tool calls", stdout=stdout_text,
+            calls=calls, truncated=truncated,
+        )  # fmt: skip
+    if done.get("status") != "ok":
+        line = done.get("line")
+        return ExecuteResult(
+            "error", error=str(done.get("error")), line=line if isinstance(line, int) else None,
+            stdout=stdout_text, calls=calls, truncated=truncated,
+        )  # fmt: skip
+    value = done.get("value")
+    rendered = json.dumps(value, ensure_ascii=False)
+    if len(rendered) > limits.max_output_chars:
+        value, truncated = rendered[: limits.max_output_chars], True
+    return ExecuteResult("ok", value=value, stdout=stdout_text, calls=calls, truncated=truncated)
 
 
 def _box_limits(limits: Limits) -> BoxLimits:

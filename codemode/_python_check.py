@@ -1,13 +1,14 @@
 """Type-check a ``runtime="python"`` script with Monty's checker against the SDK's stubs, without running it.
 
-The script is fed to a fresh Monty session as the body of an ``async def`` that is never called (so top-level
-``await`` checks and nothing runs), after a prelude that imports the namespaces and declares ``ToolError``
-as the class the box defines. Monty's checker knows only the standard library Monty implements, and its
-parser stops at what Monty cannot run (class inheritance, generators) — but it checks before it parses,
-so its verdict on the SDK calls stands. Diagnostics that only say Monty lacks something CPython has are
-dropped: unresolved imports (``sqlite3``), unresolved names (``open``), unknown attributes other than an
-SDK namespace's. What is left — wrong argument names or types for an SDK function, a misspelt SDK
-function, type errors among the script's own values — is reported as for the Monty runtime.
+The script is fed to a Monty session as a run gets it (the namespaces imported; the executor's warm one
+when it fits) as the body of an ``async def`` that is never called (so top-level ``await`` checks and
+nothing runs), after a local ``ToolError`` declared as the class the box defines. Monty's checker knows
+only the standard library Monty implements, and its parser stops at what Monty cannot run (class
+inheritance, generators) — but it checks before it parses, so its verdict on the SDK calls stands.
+Diagnostics that only say Monty lacks something CPython has are dropped: unresolved imports
+(``sqlite3``), unresolved names (``open``), unknown attributes other than an SDK namespace's. What is left
+— wrong argument names or types for an SDK function, a misspelt SDK function, type errors among the
+script's own values — is reported as for the Monty runtime.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ _DIAGNOSTIC = re.compile(rf"^{re.escape(SCRIPT_NAME)}:(\d+):(\d+): error\[([a-z-
 _MONTY_LACKS = frozenset({"unresolved-import", "unresolved-reference", "possibly-unresolved-reference"})
 
 
-def _source(sdk: GeneratedSdk, code: str) -> tuple[str, int]:
+_PRELUDE = """\
+async def _dockyard_script() -> None:
+    class ToolError(OSError):
+        tool: str
+        message: str
+"""
+"""The wrapper's head: ``ToolError`` as the box defines it, shadowing the Monty session's ``OSError``."""
+
+
+def _source(code: str) -> tuple[str, int]:
     """The text fed to the checker and how many lines precede the script's first."""
-    namespaces = dict.fromkeys(f.namespace for f in sdk.functions)
-    prelude = "".join(f"import {ns}\n" for ns in namespaces)
-    prelude += "class ToolError(OSError):\n    tool: str\n    message: str\n"
-    prelude += "async def _dockyard_script() -> None:\n"
+    prelude = _PRELUDE
     body = "".join(f"    {line}\n" if line.strip() else "\n" for line in code.splitlines())
     return prelude + body + "    pass\n", prelude.count("\n")
 
@@ -49,10 +56,10 @@ async def check_python(checker: MontyExecutor, sdk: GeneratedSdk, code: str) -> 
         ast.parse(code, SCRIPT_NAME)
     except (SyntaxError, ValueError):
         return None
-    source, offset = _source(sdk, code)
+    source, offset = _source(code)
     namespaces = {f.namespace for f in sdk.functions}
     try:
-        async with checker.fresh_session(sdk) as session:
+        async with checker.session(sdk) as session:
             await session.feed_run(source)
     except monty.MontyTypingError as error:
         text = error.display()

@@ -1,13 +1,16 @@
 """Runs one Code Mode script with full CPython inside a sandbox box (``runtime="python"``).
 
-Standard library only: it runs on the box's ``python3`` as ``python3 -I -c SOURCE``, never imported by the
-portal. stdin carries one JSON object: ``sdk`` (the generated SDK's source), ``namespaces``, ``code``,
-``socket`` (the in-box path of the portal's socket for this run), ``cpu_seconds`` and ``memory_bytes``.
+Standard library only: it runs on the box's ``python3`` as ``python3 -I -c SOURCE SOCKET``, never
+imported by the portal; ``SOCKET`` is the in-box path of the portal's socket for this run. It starts
+(imports, connects) before there is a script, so a runner can wait ready for the next one.
 
 Protocol on the socket, JSON lines both ways:
 
-* portal → runner, first: ``{"run": true}`` once the script passed its type check (checked while this
-  process starts), or ``{"run": false}``: exit without running it;
+* portal → runner, optionally first: ``{"sdk", "namespaces"}``, the generated SDK's source and its
+  namespaces, to load while there is no script yet;
+* portal → runner: ``{"run": true, "code", "cpu_seconds", "memory_bytes"}`` — the script (which passed its
+  type check) and its limits, with ``sdk`` and ``namespaces`` unless they were sent before — or
+  ``{"run": false}``: exit without running anything;
 * runner → portal: ``{"id": N, "target": T, "arguments": {...}}`` for each SDK call (several may be in
   flight), then ``{"done": {"status", "value", "error", "line"}}`` once the script is over;
 * portal → runner: ``{"id": N, "result": ...}`` or ``{"id": N, "error": "message"}`` — the latter raises
@@ -23,6 +26,8 @@ import ast
 import asyncio
 import builtins
 import json
+import math
+import os
 import resource
 import signal
 import sys
@@ -133,18 +138,37 @@ async def run_script(code: str, scope: dict[str, Any]) -> object:
     return result
 
 
-async def main(payload: dict[str, Any]) -> None:
-    reader, writer = await asyncio.open_unix_connection(payload["socket"], limit=_MAX_LINE)
+def limit(payload: dict[str, Any]) -> None:
+    """Apply the run's CPU and memory limits (CPU counted from now: starting up is not the script's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = math.ceil(usage.ru_utime + usage.ru_stime + float(payload["cpu_seconds"]))
+    signal.signal(signal.SIGXCPU, _out_of_cpu)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    memory = int(payload["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+
+async def main(socket_path: str) -> None:
+    reader, writer = await asyncio.open_unix_connection(socket_path, limit=_MAX_LINE)
     portal = Portal(reader, writer)
-    sdk = types.ModuleType("dockyard_sdk")
-    exec(compile(payload["sdk"], "<dockyard_sdk>", "exec"), sdk.__dict__)
-    verdict = await reader.readline()
-    if not verdict or not json.loads(verdict).get("run"):
+    sdk: types.ModuleType | None = None
+    namespaces: list[str] = []
+    while True:
+        line = await reader.readline()
+        payload: dict[str, Any] = cast(dict[str, Any], json.loads(line)) if line else {"run": False}
+        if "sdk" in payload:
+            sdk = types.ModuleType("dockyard_sdk")
+            exec(compile(payload["sdk"], "<dockyard_sdk>", "exec"), sdk.__dict__)
+            namespaces = [str(name) for name in payload["namespaces"]]
+        if "run" in payload:
+            break
+    if not payload["run"] or sdk is None:
         return
+    limit(payload)
     listening = asyncio.ensure_future(portal.listen())
     sdk.__dict__["_call"] = portal.call
     scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "ToolError": ToolError}
-    for namespace in payload["namespaces"]:
+    for namespace in namespaces:
         scope[namespace] = getattr(sdk, namespace)
         sys.modules[namespace] = getattr(sdk, namespace)  # so `import <namespace>` works as in Monty
     try:
@@ -161,6 +185,9 @@ async def main(payload: dict[str, Any]) -> None:
         outcome["value"] = repr(outcome.get("value"))
     await portal.finish(outcome)
     listening.cancel()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the outcome is sent: skip the interpreter's teardown, the portal waits for the exit
 
 
 def _out_of_cpu(signum: int, frame: object) -> NoReturn:
@@ -168,11 +195,4 @@ def _out_of_cpu(signum: int, frame: object) -> NoReturn:
 
 
 if __name__ == "__main__":
-    request = cast(dict[str, Any], json.loads(sys.stdin.buffer.read()))
-    cpu = max(1, int(request["cpu_seconds"]))
-    signal.signal(signal.SIGXCPU, _out_of_cpu)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))
-    memory = int(request["memory_bytes"])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    sys.stdin.close()
-    asyncio.run(main(request))
+    asyncio.run(main(sys.argv[1]))

@@ -24,8 +24,9 @@ catalogs of ``tests/codemode/catalogs/`` (server-everything, server-filesystem, 
    made from inside one script; and the time of a trivial ``execute`` (type check included).
 4. ``python``: the same for ``runtime="python"`` (:class:`codemode.PythonRuntime`, a real bubblewrap box
    per principal, the runner's SDK calls over its Unix socket), next to the Monty figures of step 3 from
-   the same run as ratios; plus an ``execute`` in a fresh box (a new principal each time), the cost a box
-   per ``execute`` would pay. Skipped without ``bwrap``.
+   the same run as ratios; plus a trivial ``execute`` whose runner was not started ahead
+   (``keep_ready=False``: CPython starts on the request path) and one in a fresh box (a new principal each
+   time), the cost a box per ``execute`` would pay. Skipped without ``bwrap``.
 
 Results go to ``bench/results/codemode.json``. See ``bench/README.md``.
 """
@@ -809,15 +810,16 @@ async def measure_python(sdk: GeneratedSdk, *, calls: int, repeats: int, monty: 
         ("one", "await everything.get_sum(a=1, b=2)\n"),
     )
     samples: dict[str, list[float]] = {k: [] for k in ("direct", "fresh", *(name for name, _ in scenarios))}
-    samples["unchecked_trivial"] = []
+    samples["cold_trivial"] = []
     executor = MontyExecutor()
     with tempfile.TemporaryDirectory() as data:
         runtime = PythonRuntime(data_dir=Path(data), limits=limits, checker=executor)
-        unchecked = PythonRuntime(data_dir=Path(data) / "unchecked", limits=limits)
-        async with executor.running(), runtime.running(), unchecked.running():
+        cold = PythonRuntime(data_dir=Path(data) / "cold", limits=limits, checker=executor, keep_ready=False)
+        async with executor.running(), runtime.running(), cold.running():
 
             async def timed(key: str, target: PythonRuntime, code: str, owner: str = "bench") -> None:
                 await executor.settled()
+                await target.settled()
                 start = time.perf_counter()
                 outcome = await target.run(sdk, code, hook, owner=owner)
                 samples[key].append(time.perf_counter() - start)
@@ -826,7 +828,7 @@ async def measure_python(sdk: GeneratedSdk, *, calls: int, repeats: int, monty: 
 
             for _ in range(3):  # start the box, warm the caches
                 await runtime.run(sdk, with_calls, hook, owner="bench")
-                await unchecked.run(sdk, "1 + 1\n", hook, owner="bench")
+                await cold.run(sdk, "1 + 1\n", hook, owner="bench")
             for _ in range(repeats):
                 start = time.perf_counter()
                 for i in range(calls):
@@ -834,7 +836,7 @@ async def measure_python(sdk: GeneratedSdk, *, calls: int, repeats: int, monty: 
                 samples["direct"].append(time.perf_counter() - start)
                 for key, code in scenarios:
                     await timed(key, runtime, code)
-                await timed("unchecked_trivial", unchecked, "1 + 1\n")
+                await timed("cold_trivial", cold, "1 + 1\n")
             for i in range(max(3, repeats // 5)):
                 await timed("fresh", runtime, "1 + 1\n", owner=f"fresh-{i}")
     med = {key: statistics.median(values) for key, values in samples.items()}
@@ -847,7 +849,7 @@ async def measure_python(sdk: GeneratedSdk, *, calls: int, repeats: int, monty: 
         "in_script_us_per_call": round(script_us, 2),
         "added_us_per_call": round(script_us - direct_us, 2),
         "execute_trivial_ms": _median_ms(samples["trivial"]),
-        "execute_trivial_unchecked_ms": _median_ms(samples["unchecked_trivial"]),
+        "execute_trivial_not_ready_ms": _median_ms(samples["cold_trivial"]),
         "execute_one_call_ms": _median_ms(samples["one"]),
         "execute_with_calls_ms": _median_ms(samples["script"]),
         "execute_control_ms": _median_ms(samples["control"]),
@@ -871,7 +873,7 @@ def print_python(python: dict[str, Any], monty: dict[str, Any]) -> None:
         print(f"4. runtime=python: skipped ({python['skipped']})")
         return
     ratio = python["python_over_monty"]
-    print(f"4. runtime=python (bubblewrap box per principal; {python['calls_per_script']} calls per script)")
+    print(f"4. runtime=python (bubblewrap box per principal, runner kept ready; {python['calls_per_script']} calls)")
     print("   python / monty (kept ready), same run")
     print(
         f"   added per SDK call:          {python['added_us_per_call']:>8.1f} us / {monty['added_us_per_call']:.1f} us"
@@ -884,7 +886,7 @@ def print_python(python: dict[str, Any], monty: dict[str, Any]) -> None:
     )
     for key, label in rows:
         print(f"   execute, {label + ':':<26} {python[key]:>7.2f} / {monty[key]:>6.2f} ms  {ratio.get(key, 0)}x")
-    print(f"   execute, trivial, no type check:   {python['execute_trivial_unchecked_ms']:>7.2f} ms")
+    print(f"   execute, trivial, runner not ready:  {python['execute_trivial_not_ready_ms']:>7.2f} ms")
     print(f"   execute in a fresh box (new principal): {python['execute_fresh_box_ms']:>7.2f} ms")
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -299,3 +302,36 @@ async def test_every_checked_address_is_tried_in_order_when_one_refuses_the_conn
     )
     document = await fetch_json(f"http://cimd.example:{port}/doc", policy=policy)
     assert document["host"] == f"cimd.example:{port}"
+
+
+_NON_PUBLIC_V4 = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+]
+
+
+@given(
+    network=st.sampled_from(_NON_PUBLIC_V4),
+    offset=st.integers(min_value=0, max_value=2**32 - 1),
+    form=st.sampled_from(["plain", "mapped", "compatible", "6to4", "nat64"]),
+)
+def test_no_form_of_a_non_public_ipv4_address_passes(network: str, offset: int, form: str) -> None:
+    net = ipaddress.IPv4Network(network)
+    v4 = net[offset % net.num_addresses]
+    packed = int(v4)
+    address = {
+        "plain": str(v4),
+        "mapped": f"::ffff:{v4}",
+        "compatible": str(ipaddress.IPv6Address(packed)) if packed > 1 else f"::ffff:{v4}",
+        "6to4": str(ipaddress.IPv6Address((0x2002 << 112) | (packed << 80))),
+        "nat64": str(ipaddress.IPv6Address((0x0064FF9B << 96) | packed)),
+    }[form]
+    with pytest.raises(BlockedURLError):
+        check_address(address)

@@ -195,13 +195,11 @@ class UpstreamOAuth:
         async with self._discovery_lock:
             if server in self._discovered:
                 return self._discovered[server]
-            settings = self.servers[server]
-            assert settings.url is not None
             info = await discover_auth_server(
                 server,
-                settings.url,
+                self._url(server),
                 policy=self._policy,
-                scopes=settings.oauth_scopes,
+                scopes=self.servers[server].oauth_scopes,
                 hint=resource_metadata or self._hints.get(server),
             )
             self._discovered[server] = info

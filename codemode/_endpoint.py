@@ -10,6 +10,9 @@ A call the policy holds for approval pauses the script at that call: ``execute``
 approval and a run id, the paused run is kept in the database (:mod:`codemode._runs`), and
 ``execute(resume=RUN)`` continues it once an admin has decided — after a restart too — without repeating
 any earlier call.
+
+``execute(runtime="python")`` runs the script in full CPython in the caller's sandbox box instead
+(:mod:`codemode._python`); its SDK calls come back over a socket into the same hook.
 """
 
 from __future__ import annotations

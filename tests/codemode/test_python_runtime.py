@@ -188,6 +188,16 @@ import socket
 from pathlib import Path
 
 environs = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/environ") if os.access(p, os.R_OK)]
+sockets = {}
+for path in Path("/run/dockyard/control").glob("code-*.sock"):
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(str(path))
+        sockets[path.name] = "connected"
+    except OSError as error:
+        sockets[path.name] = type(error).__name__
+    finally:
+        probe.close()
 tried = {}
 for host, port in [("127.0.0.1", PORT), ("1.1.1.1", 80), ("example.com", 443)]:
     try:
@@ -200,6 +210,7 @@ for host, port in [("127.0.0.1", PORT), ("1.1.1.1", 80), ("example.com", 443)]:
     "procs": b"\\n".join(environs).decode(errors="replace"),
     "uid": os.getuid(),
     "tried": tried,
+    "sockets": sockets,
     "root_writable": os.access("/usr", os.W_OK),
 }
 """
@@ -220,6 +231,8 @@ async def test_the_script_sees_no_portal_environment_no_network_and_no_credentia
         assert "DOCKYARD_PLANTED_SECRET" not in value["env"] and "DOCKYARD_PLANTED_SECRET" not in value["procs"]
         assert set(value["env"]) <= {"PATH", "HOME", "LANG", "USER", "PWD", "DOCKYARD_JOB"}
         assert value["uid"] == 65534 and value["root_writable"] is False
+        # Its own run's socket is there, but takes no second connection: the runner holds the only one.
+        assert list(value["sockets"].values()) == ["ConnectionRefusedError"]
         assert value["tried"] == {
             "127.0.0.1": "ConnectionRefusedError",  # the box's own loopback, not the portal's
             "1.1.1.1": "OSError",  # no route: the box has no network at all

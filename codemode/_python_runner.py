@@ -171,6 +171,7 @@ async def main(socket_path: str) -> None:
     for namespace in namespaces:
         scope[namespace] = getattr(sdk, namespace)
         sys.modules[namespace] = getattr(sdk, namespace)  # so `import <namespace>` works as in Monty
+    stderr, sys.stderr = sys.stderr, sys.stdout  # what the script prints to stderr joins stdout, as in Monty
     try:
         value = await run_script(payload["code"], scope)
         outcome: dict[str, object] = {"status": "ok", "value": jsonable(value)}
@@ -178,6 +179,7 @@ async def main(socket_path: str) -> None:
         if isinstance(error, asyncio.CancelledError):
             raise
         outcome = {"status": "error", "error": describe(error), "line": script_line(error)}
+    sys.stderr = stderr
     sys.stdout.flush()
     try:
         json.dumps(outcome)

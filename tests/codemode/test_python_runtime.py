@@ -82,6 +82,7 @@ def text_of(result: types.CallToolResult) -> str:
 CHAIN = """\
 import sqlite3
 import statistics
+import sys
 from dataclasses import dataclass
 
 
@@ -117,7 +118,7 @@ try:
     raise Refused("bank__transfer", "a subclass of ToolError, raised by the script itself")
 except ToolError as error:
     refusal.append(type(error).__name__)
-print("books:", len(books))
+print("books:", len(books), file=sys.stderr)
 {
     "longest": Book(longest).label(),
     "mean": statistics.mean(len(str(t)) for t in books),

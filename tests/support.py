@@ -88,11 +88,11 @@ def make_settings(
 async def running_portal(settings: Settings, *, wait_ready: bool = True) -> AsyncIterator[RunningPortal]:
     """Serve a portal on a free loopback port in this event loop, with uvicorn as in production."""
     sock = free_socket()
-    port = int(sock.getsockname()[1])
-    settings = settings.with_overrides(host="127.0.0.1", port=port)
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
     try:
+        port = int(sock.getsockname()[1])
+        settings = settings.with_overrides(host="127.0.0.1", port=port)
+        app = create_app(settings)  # may refuse the settings: the socket is closed below all the same
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
             with anyio.fail_after(30):

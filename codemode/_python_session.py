@@ -43,8 +43,7 @@ class Session:
         if target not in self.targets:
             return {"id": call_id, "error": "no such tool in your SDK"}
         if len(self.calls) >= self.limits.max_calls:
-            self.over_budget = True
-            self.calls.append(CallRecord(target, False, 0.0))
+            self.over_budget = True  # not a call made: not listed, as with Monty
             limit = f"call limit reached: a run may make at most {self.limits.max_calls} tool calls"
             return {"id": call_id, "error": limit}
         start = time.perf_counter()

@@ -85,6 +85,8 @@ class _Runner:
     connected: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     stream: anyio.abc.SocketStream | None = None
+    stdout: bytearray = field(default_factory=bytearray)
+    """What the process printed so far (as it arrives, so a process killed for its time keeps it)."""
     output: ExecResult | None = None
     error: PythonRuntimeError | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
@@ -266,11 +268,18 @@ class PythonRuntime:
                                 runner.connected.set()
 
                             tasks.start_soon(accept)
+                            limit = runner.limits.max_output_chars * 4
+
+                            async def printed(stream: str, chunk: bytes) -> None:
+                                if stream == "stdout":
+                                    runner.stdout += chunk[: max(limit - len(runner.stdout), 0)]
+
                             try:
                                 runner.output = await agent.exec(
                                     ["python3", "-I", "-c", RUNNER, f"{CONTROL_DIR}/{name}"],
                                     timeout=idle,
-                                    output_limit=runner.limits.max_output_chars * 4,
+                                    output_limit=limit,
+                                    on_output=printed,
                                 )
                             except SandboxError as error:
                                 failure = error  # raised below, out of the task group, for `use` to see
@@ -353,12 +362,18 @@ class PythonRuntime:
             await session.serve(stream)
             with anyio.move_on_after(_EXIT_GRACE):
                 await runner.exited.wait()
-        calls = tuple(session.calls)
         if deadline.cancelled_caught or (runner.output is not None and runner.output.timed_out):
+            runner.kill()
+            await runner.exited.wait()
+            stdout, truncated = _stdout(runner, limits)
             return ExecuteResult(
-                "error", error=f"the run took longer than {limits.wall_seconds} s and was stopped", calls=calls
+                "error",
+                error=f"the run took longer than {limits.wall_seconds} s and was stopped",
+                stdout=stdout,
+                calls=tuple(session.calls),
+                truncated=truncated,
             )
-        return _outcome(session, runner.output, limits)
+        return _outcome(session, runner, limits)
 
 
 def _sdk_fields(sdk: GeneratedSdk) -> dict[str, Any]:
@@ -369,12 +384,18 @@ def _line(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False).encode() + b"\n"
 
 
-def _outcome(session: Session, output: ExecResult | None, limits: Limits) -> ExecuteResult:
+def _stdout(runner: _Runner, limits: Limits) -> tuple[str, bool]:
+    """What the runner printed, cut to the limit, and whether it was cut."""
+    text = runner.stdout.decode(errors="replace")
+    agent_cut = runner.output is not None and runner.output.stdout_truncated
+    return text[: limits.max_output_chars], agent_cut or len(text) > limits.max_output_chars
+
+
+def _outcome(session: Session, runner: _Runner, limits: Limits) -> ExecuteResult:
     """The answer from what the runner reported and what it printed."""
     calls = tuple(session.calls)
-    stdout_text = output.stdout.decode(errors="replace") if output is not None else ""
-    truncated = (output is not None and output.stdout_truncated) or len(stdout_text) > limits.max_output_chars
-    stdout_text = stdout_text[: limits.max_output_chars]
+    output = runner.output
+    stdout_text, truncated = _stdout(runner, limits)
     done = session.done
     if done is None:
         exit_code, stderr = (output.exit_code, output.stderr) if output is not None else (None, b"")

@@ -31,11 +31,14 @@ import os
 import resource
 import signal
 import sys
+import threading
+import time
 import types
 from typing import Any, NoReturn, cast
 
 SCRIPT = "script.py"
 _MAX_LINE = 64 * 1024 * 1024
+_FLUSH_SECONDS = 0.05
 
 
 class ToolError(OSError):
@@ -123,6 +126,13 @@ def describe(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def flush_often() -> None:
+    """Flush stdout every few milliseconds, so what the script printed survives it being killed."""
+    while True:
+        time.sleep(_FLUSH_SECONDS)
+        sys.stdout.flush()
+
+
 async def run_script(code: str, scope: dict[str, Any]) -> object:
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     tree = ast.parse(code, SCRIPT)
@@ -172,6 +182,7 @@ async def main(socket_path: str) -> None:
         scope[namespace] = getattr(sdk, namespace)
         sys.modules[namespace] = getattr(sdk, namespace)  # so `import <namespace>` works as in Monty
     stderr, sys.stderr = sys.stderr, sys.stdout  # what the script prints to stderr joins stdout, as in Monty
+    threading.Thread(target=flush_often, daemon=True).start()
     try:
         value = await run_script(payload["code"], scope)
         outcome: dict[str, object] = {"status": "ok", "value": jsonable(value)}

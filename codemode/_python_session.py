@@ -84,7 +84,13 @@ class Session:
             while True:
                 try:
                     line = await reader.receive_until(b"\n", MAX_LINE)
-                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.BrokenResourceError):
+                except (
+                    anyio.EndOfStream,
+                    anyio.IncompleteRead,
+                    anyio.DelimiterNotFound,
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,  # the runner's process ended and its side closed the stream
+                ):
                     break
                 try:
                     message = json.loads(line)

@@ -297,11 +297,15 @@ async def test_limits_on_calls_output_time_and_memory_are_enforced(tmp_path: Pat
         assert spin["status"] == "error" and spin["line"] in (2, 3), spin["error"]
         assert spin["error"].startswith("CpuTimeExceeded")
 
-        sleepy = await execute(client, "import time\ntime.sleep(60)\n")
+        sleepy = await execute(client, "import time\nprint('started')\ntime.sleep(60)\n")
         assert sleepy["status"] == "error" and "longer than 6" in sleepy["error"]
+        assert sleepy["stdout"] == "started\n", "what it printed before it was stopped is kept"
 
         hungry = await execute(client, "x = 1\nblob = bytearray(512 * 1024 * 1024)\n")
         assert hungry["status"] == "error" and hungry["error"].startswith("MemoryError") and hungry["line"] == 2
+
+        killed = await execute(client, "import os\nprint('bye', flush=True)\nos.kill(os.getpid(), 9)\n")
+        assert killed["status"] == "error" and "killed" in killed["error"] and killed["stdout"] == "bye\n", killed
 
         after = await execute(client, "await bank.balance()\n")
         assert after["status"] == "ok" and after["value"] == {"result": 100}, "the box outlives a script's failure"

@@ -339,3 +339,17 @@ async def test_the_readme_python_runtime_example_prints_what_it_says(
         source = block.replace("http://127.0.0.1:8000", portal.url)
         await anyio.to_thread.run_sync(exec, compile(source, "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.splitlines() == ["ok 12 5"]
+
+
+async def test_scripts_of_one_caller_run_at_the_same_time(tmp_path: Path) -> None:
+    async with running_portal(settings_for(tmp_path)) as portal, Client(f"{portal.url}/mcp/code") as client:
+        results: dict[int, dict[str, Any]] = {}
+
+        async def one(n: int) -> None:
+            code = f"import statistics\nb = (await bank.balance())['result']\nstatistics.mean([b, {n}])\n"
+            results[n] = await execute(client, code)
+
+        async with anyio.create_task_group() as tasks:
+            for n in (0, 100, 200):
+                tasks.start_soon(one, n)
+        assert {n: body["value"] for n, body in results.items()} == {0: 50, 100: 100, 200: 150}

@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> Starlette:
     auth: AuthService | None = None
     middleware: list[Middleware] = []
     if settings.auth.mode == "oauth":
-        auth = AuthService(settings, engine, sealer)
+        auth = AuthService(settings, engine, sealer, vault=credentials.vault)
         auth.start()
         read_only = partial(_read_only, gateway)
         url = settings.portal.public_url

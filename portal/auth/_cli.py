@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import re
 import sys
 from collections.abc import Callable, Generator
@@ -145,10 +146,13 @@ def add_users_commands(parser: argparse.ArgumentParser, load: LoadSettings) -> N
 
 def _service(settings: Settings, engine: Engine) -> AuthService:
     from portal.auth._service import AuthService
+    from portal.auth._vault import Vault, load_vault_key
     from portal.sealing import Sealer, load_or_create_key
 
-    sealer = Sealer(load_or_create_key(Path(settings.portal.data_dir) / "state.key"))
-    return AuthService(settings, engine, sealer, fetcher=None)
+    data_dir = Path(settings.portal.data_dir)
+    sealer = Sealer(load_or_create_key(data_dir / "state.key"))
+    vault = Vault(engine, load_vault_key(data_dir, os.environ))
+    return AuthService(settings, engine, sealer, vault=vault, fetcher=None)
 
 
 def _token_create(load: LoadSettings, args: argparse.Namespace) -> int:

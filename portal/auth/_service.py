@@ -27,6 +27,7 @@ from portal.auth._sessions import SessionCookies
 from portal.auth._tokens import Owner, TokenService
 from portal.auth._upstream_login import UpstreamLogin
 from portal.auth._users import LoginThrottle, UserStore
+from portal.auth._vault import Vault
 from portal.config import Settings
 from portal.sealing import Sealer
 from portal.store import utcnow
@@ -80,6 +81,7 @@ class AuthService:
         settings: The portal's settings (``[auth]`` and ``[portal] public_url``).
         engine: The portal's database.
         sealer: Seals session cookies and CSRF tokens.
+        vault: Keeps the private signing keys, encrypted.
         fetcher: Fetches Client ID Metadata Documents; by default the SSRF-safe fetcher, which reaches
             ``[portal] insecure_fetch_hosts`` over plain http. None turns metadata documents off.
     """
@@ -90,6 +92,7 @@ class AuthService:
         engine: Engine,
         sealer: Sealer,
         *,
+        vault: Vault,
         fetcher: DocumentFetcher | Literal["default"] | None = "default",
     ) -> None:
         auth = settings.auth
@@ -99,7 +102,7 @@ class AuthService:
         self.issuer = issuer = settings.portal.public_url
         self.resources = (f"{issuer}/mcp", f"{issuer}/mcp/code", f"{issuer}/admin", issuer)
         self.ledger = Ledger(engine)
-        self.keys = KeyRing(engine, retention=MAX_TOKEN_TTL)
+        self.keys = KeyRing(engine, retention=MAX_TOKEN_TTL, vault=vault)
         self.tokens = TokenService(issuer=issuer, keys=self.keys, ledger=self.ledger, access_ttl=auth.access_token_ttl)
         self.users = UserStore(engine)
         documents = auth.client_metadata_documents and fetcher is not None

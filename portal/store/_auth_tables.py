@@ -133,7 +133,10 @@ class ConsentRecord(SQLModel, table=True):
 
 
 class SigningKey(SQLModel, table=True):
-    """A token signing key. The newest unretired key signs; retired keys verify until ``retired_at`` + max TTL."""
+    """A token signing key. The newest unretired key signs; retired keys verify until ``retired_at`` + max TTL.
+
+    ``private_jwk`` holds the public JWK: the private half is encrypted in the vault (``portal/auth/_keys.py``).
+    """
 
     __tablename__ = "auth_signing_keys"  # pyright: ignore[reportAssignmentType]
 

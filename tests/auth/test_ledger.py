@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from portal.auth import AuthService, InvalidTokenError, UserStore
 from portal.auth._ledger import Ledger
+from portal.auth._vault import Vault
 from portal.cli import main
 from portal.config import Settings
 from portal.sealing import Sealer
@@ -40,8 +41,11 @@ def engines(settings: Settings) -> Iterator[tuple[Engine, Engine]]:
         second.dispose()
 
 
+VAULT_KEY = b"v" * 32  # every portal process sharing a database shares its vault key
+
+
 def _service(settings: Settings, engine: Engine) -> AuthService:
-    service = AuthService(settings, engine, Sealer(b"k" * 32), fetcher=None)
+    service = AuthService(settings, engine, Sealer(b"k" * 32), vault=Vault(engine, VAULT_KEY), fetcher=None)
     service.keys.load()
     return service
 
@@ -192,7 +196,12 @@ def test_token_create_prints_only_the_token_on_stdout_and_it_is_revocable(
     assert token.count(".") == 2 and "grant " in err
     engine = open_engine(settings.database_url)
     try:
-        service = _service(settings, engine)
+        import os
+
+        from portal.auth._vault import load_vault_key
+
+        key = load_vault_key(Path(settings.portal.data_dir), os.environ)  # the CLI's vault key
+        service = AuthService(settings, engine, Sealer(b"k" * 32), vault=Vault(engine, key), fetcher=None)
         principal = service.tokens.verify(token, resource=settings.portal.public_url + "/mcp").principal
         assert (principal.label, principal.groups, principal.scopes) == (
             "service:nightly",

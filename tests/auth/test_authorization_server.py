@@ -494,3 +494,26 @@ async def test_t3_a_session_belongs_to_the_principal_that_opened_it(world: World
         world.portal.mcp_url, json=body, headers={**headers, "Authorization": f"Bearer {again}"}
     )
     assert own.status_code == 200
+
+
+async def test_an_admin_decision_over_http_names_the_admin_who_made_it(world: World) -> None:
+    from portal.principal import Principal
+
+    held = await world.portal.gateway.approvals.hold(
+        Principal("alice", groups=frozenset({"staff"})),
+        method="tools/call",
+        target="notes__wipe_notes",
+        server="notes",
+        arguments={},
+        rule="wiping-needs-approval",
+        reason="test",
+        policy_version="v",
+    )
+    admin, _ = world.auth.mint("root", scopes=["admin"], ttl=3600, kind="user", groups=["admins"])
+    response = await world.http.post(
+        f"{world.base}/admin/approvals/{held.id}/approve",
+        json={"note": "ok"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["decided_by"] == "http:user:root"

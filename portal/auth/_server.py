@@ -375,7 +375,9 @@ class _Registration(ClientRegistrationEndpoint):
         return True  # open registration: MCP clients register themselves (turned off by config)
 
     def get_server_metadata(self) -> dict[str, Any]:
-        return _server(self).metadata
+        # Scopes are not checked at registration: clients send their own (Claude sends "claudeai"); only the
+        # portal's are kept (save_client) and granted later.
+        return {k: v for k, v in _server(self).metadata.items() if k != "scopes_supported"}
 
     def resolve_public_key(self, request: Any) -> None:
         return None
@@ -386,6 +388,9 @@ class _Registration(ClientRegistrationEndpoint):
         if method != "none":
             info.update(client_secret=generate_token(48), client_secret_expires_at=0)
         return info
+
+    def generate_client_registration_info(self, client: Client, request: Any) -> dict[str, Any]:
+        return {"scope": format_scope(client.allowed_scopes)}  # what it registered, less what the portal lacks
 
     def save_client(self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any) -> Client:
         uris = cast(Sequence[str], client_metadata.get("redirect_uris") or [])
@@ -398,6 +403,11 @@ class _Registration(ClientRegistrationEndpoint):
             raise InvalidClientMetadataError("only the authorization_code and refresh_token grants can be registered")
         if set(client_metadata.get("response_types") or ["code"]) != {"code"}:
             raise InvalidClientMetadataError("only the 'code' response type is supported")
+        known = parse_scope(client_metadata.get("scope")) & frozenset([*SCOPES, *OIDC_SCOPES])
+        if known:
+            client_metadata["scope"] = format_scope(known)
+        else:
+            client_metadata.pop("scope", None)
         method = client_metadata.setdefault("token_endpoint_auth_method", "client_secret_basic")
         client_metadata.setdefault("grant_types", sorted(grants))
         secret = client_info.get("client_secret") if method != "none" else None
@@ -464,6 +474,13 @@ class PortalAuthorizationServer(AuthorizationServer):
         self.register_endpoint(_Introspection)
         if registration:
             self.register_endpoint(_Registration(self))
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Ignore unknown scopes rather than refuse them: RFC 6749 3.3 lets a server grant less than asked.
+
+        Clients ask for ``offline_access`` and the like. The client's allowed scopes decide what is granted,
+        and a request left with none of the portal's scopes is ``invalid_scope``.
+        """
 
     def _access_token(self, *, client: Any, grant_type: str, user: Any, scope: str) -> str:
         return self.tokens.sign(user, client_id=client.client_id, scope=scope)

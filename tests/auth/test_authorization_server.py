@@ -517,3 +517,12 @@ async def test_an_admin_decision_over_http_names_the_admin_who_made_it(world: Wo
     )
     assert response.status_code == 200, response.text
     assert response.json()["decided_by"] == "http:user:root"
+
+
+async def test_scopes_the_portal_does_not_know_are_ignored_not_refused(world: World) -> None:
+    info = await world.flow.register(scope="claudeai offline_access tools:read tools:call")
+    assert info.get("scope") == "tools:read tools:call"
+    granted = await world.tokens(scope="tools:read tools:call offline_access")
+    assert granted["scope"] == "tools:read tools:call"
+    response = await world.flow.authorize(world.browser, scope="offline_access")
+    assert _query(response)["error"] == "invalid_scope"  # nothing of the portal's left to grant

@@ -159,7 +159,7 @@ def _check_resource(server: PortalAuthorizationServer, request: OAuth2Request, *
     values = request.payload.datalist.get("resource", [])
     if len(values) > 1:
         raise InvalidTargetError("Only one 'resource' is supported per request")
-    resource = values[0] if values else (within or server.default_resource)
+    resource = values[0].rstrip("/") if values else (within or server.default_resource)  # ".../mcp/" is ".../mcp"
     if resource not in server.resources or (within is not None and not covers(within, resource)):
         raise InvalidTargetError(f"Tokens are only issued for {', '.join(server.resources)}; not {resource!r}")
     return resource

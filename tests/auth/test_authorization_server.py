@@ -526,3 +526,9 @@ async def test_scopes_the_portal_does_not_know_are_ignored_not_refused(world: Wo
     assert granted["scope"] == "tools:read tools:call"
     response = await world.flow.authorize(world.browser, scope="offline_access")
     assert _query(response)["error"] == "invalid_scope"  # nothing of the portal's left to grant
+
+
+async def test_r2_the_resource_may_be_named_with_a_trailing_slash(world: World) -> None:
+    tokens = await world.tokens(resource=f"{world.base}/mcp/")
+    claims = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+    assert claims["aud"] == f"{world.base}/mcp"

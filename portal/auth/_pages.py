@@ -100,8 +100,10 @@ def consent_page(
     user: str,
     scopes: Sequence[tuple[str, str]],
     fields: Sequence[tuple[str, str]],
+    logout_csrf: str,
+    return_to: str,
 ) -> HTMLResponse:
-    """The consent form: who asks, where the grant goes, what it allows."""
+    """The consent form: who asks, where the grant goes, what it allows; and a way to log out first."""
     items = "".join(f"<li><strong>{escape(name)}</strong>: {escape(text)}</li>" for name, text in scopes)
     body = (
         '<h1 id="title">Allow access?</h1>'
@@ -114,6 +116,9 @@ def consent_page(
         + _hidden([("csrf", csrf), *fields])
         + '<button type="submit" name="decision" value="approve">Allow</button>'
         '<button type="submit" name="decision" value="deny" class="secondary">Deny</button></form>'
+        '<form method="post" action="/oauth/logout">'
+        + _hidden([("csrf", logout_csrf), ("return_to", return_to)])
+        + f'<p><small>Not {escape(user)}? <button type="submit" class="secondary">Log out</button></small></p></form>'
     )
     return page("Allow access?", body)
 

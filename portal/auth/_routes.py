@@ -117,6 +117,7 @@ class OAuthEndpoints:
             Route("/oauth/jwks", self.jwks, methods=["GET"]),
             Route(_AUTHORIZE, self._checked(self.authorize), methods=["GET", "POST"]),
             Route("/oauth/login", self._checked(self.login), methods=["GET", "POST"]),
+            Route("/oauth/logout", self._checked(self.logout), methods=["POST"]),
             Route("/oauth/token", self._checked(self.token), methods=["POST"]),
             Route("/oauth/revoke", self._checked(self.revoke), methods=["POST"]),
             Route("/oauth/introspect", self._checked(self.introspect), methods=["POST"]),
@@ -207,6 +208,8 @@ class OAuthEndpoints:
             user=owner.subject,
             scopes=[(s, SCOPES.get(s) or OIDC_SCOPES.get(s, s)) for s in scope.split()],
             fields=fields,
+            logout_csrf=self.cookies.csrf_token(session.sid, "logout"),
+            return_to=f"{_AUTHORIZE}?{request.url.query}",
         )
 
     async def _respond(
@@ -238,7 +241,7 @@ class OAuthEndpoints:
             return await self._respond(oauth, consent, None, after_post=True)
         client, scope = consent.client, consent.scope
         await anyio.to_thread.run_sync(lambda: self.ledger.remember_consent(owner.subject, client.client_id, scope))
-        logger.info("consent: %s allowed %s (%s) scope %r", owner.subject, client.name, client.client_id, scope)
+        logger.info("consent: %s allowed %r (%r) scope %r", owner.subject, client.name, client.client_id, scope)
         return await self._respond(oauth, consent, owner, after_post=True)
 
     # -- login ------------------------------------------------------------------------------------------
@@ -295,6 +298,20 @@ class OAuthEndpoints:
     async def upstream_start(self, request: Request) -> Response:
         assert self.upstream is not None
         return await self.upstream.start(request, _safe_return(request.query_params.get("return_to")))
+
+    async def logout(self, request: Request) -> Response:
+        """End this browser's session (the consent page offers it: "Not alice?"), then log in again."""
+        try:
+            form = _data(await read_form(request, base_url=self.issuer))
+        except BodyError as error:
+            return error_page("This request cannot be used", str(error))
+        session = self.cookies.current(request)
+        if session is not None and not self.cookies.check_csrf(form.get("csrf"), session.sid, "logout"):
+            return error_page("This form has expired", "Reload the page and try again.", status=403)
+        target = f"/oauth/login?{urlencode({'return_to': _safe_return(form.get('return_to'))})}"
+        response = RedirectResponse(target, status_code=303)
+        self.cookies.end(response)
+        return response
 
     # -- token, revocation, introspection, registration -------------------------------------------------
     async def _endpoint(self, request: Request, call: Callable[[FormRequest], Reply]) -> Response:

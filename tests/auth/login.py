@@ -61,9 +61,10 @@ def add_user(settings: Settings, name: str = "alice", *, groups: tuple[str, ...]
         engine.dispose()
 
 
-def hidden_fields(html: str) -> list[tuple[str, str]]:
-    """The hidden inputs of the page's form, in order."""
-    found = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', html)
+def hidden_fields(html: str, form: int = 0) -> list[tuple[str, str]]:
+    """The hidden inputs of the page's first form (or its ``form``-th), in order."""
+    section = html.split("<form ")[1 + form].split("</form>")[0]
+    found = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', section)
     return [(unescape(k), unescape(v)) for k, v in found]
 
 

@@ -532,3 +532,16 @@ async def test_r2_the_resource_may_be_named_with_a_trailing_slash(world: World) 
     tokens = await world.tokens(resource=f"{world.base}/mcp/")
     claims = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
     assert claims["aud"] == f"{world.base}/mcp"
+
+
+async def test_a5_the_consent_page_lets_another_user_log_in_instead(world: World) -> None:
+    page, _ = await _consent_page(world)
+    logout = hidden_fields(page, form=1)
+    response = await world.browser.post(f"{world.base}/oauth/logout", logout)
+    assert response.status_code == 303 and response.headers["location"].startswith("/oauth/login?return_to=")
+    assert "dockyard_session=" in response.headers["set-cookie"]  # cleared
+    again = await world.http.get(world.base + response.headers["location"])
+    assert 'name="password"' in again.text  # logged out: the login form, to go on as someone else
+    forged = [(k, "forged" if k == "csrf" else v) for k, v in logout]
+    await _login(world.http, world.base, "alice", PASSWORD)
+    assert (await world.browser.post(f"{world.base}/oauth/logout", forged)).status_code == 403

@@ -101,7 +101,7 @@ class AuditLog:
         self._pending.append(
             {
                 "at": utcnow(),
-                "principal": event.principal.subject,
+                "principal": event.principal.label,
                 "client": event.principal.client_id,
                 "method": event.method,
                 "target": event.target[:512],
@@ -268,7 +268,7 @@ def query(
 
     Args:
         engine: The portal's database.
-        principal: Exact principal subject.
+        principal: Exact principal: ``local``, ``user:NAME`` or ``service:NAME``.
         tool: Glob (``*``, ``?``) over the target name, e.g. ``github__*``.
         status: Exact result status (``ok``, ``error``, ``denied``, ...).
         since: Records at or after this time.

@@ -462,7 +462,7 @@ def _add_audit_commands(audit: argparse.ArgumentParser) -> None:
     tail.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     tail.set_defaults(func=_audit_tail)
     search = audit_sub.add_parser("search", help="records matching every filter given (the newest --limit)")
-    search.add_argument("--principal", help="exact principal, e.g. local or alice")
+    search.add_argument("--principal", help="exact principal: local, user:NAME or service:NAME")
     search.add_argument("--tool", metavar="GLOB", help="target name pattern, e.g. 'github__*'")
     search.add_argument("--status", help="ok, error, denied, unavailable, withheld, unknown or cancelled")
     search.add_argument("--since", metavar="TIME", help="at or after this ISO 8601 time")

@@ -60,7 +60,7 @@ async def test_the_official_client_discovers_registers_logs_in_consents_calls_an
 
     with Session(portal.portal.engine) as session:
         records = session.exec(select(AuditRecord).where(AuditRecord.target == "notes__read_note")).all()
-    assert records and all(r.principal == "alice" for r in records)
+    assert records and all(r.principal == "user:alice" for r in records)
     assert {r.client for r in records} == {storage.client_info.client_id if storage.client_info else None}
     await anyio.sleep(0)
 

@@ -175,7 +175,7 @@ async def test_two_writers_on_two_engines_to_one_database_build_one_valid_chain(
         assert report.broken is None
         assert report.checked == 600
         principals = {r.principal for r in rows(engines[0])}
-        assert principals == {"writer0", "writer1"}
+        assert principals == {"user:writer0", "user:writer1"}
     finally:
         for opened in engines:
             opened.dispose()
@@ -277,7 +277,8 @@ async def test_cli_tail_prints_the_latest_records_oldest_first(
     assert [int(line.split()[0]) for line in lines] == [r.id for r in written[-3:]]
     last = written[-1]
     assert (
-        lines[-1] == f"{last.id} {last.at:%Y-%m-%dT%H:%M:%S}Z writer0 via cli tools/call github__tool_7 allow ok 1.8ms"
+        lines[-1]
+        == f"{last.id} {last.at:%Y-%m-%dT%H:%M:%S}Z user:writer0 via cli tools/call github__tool_7 allow ok 1.8ms"
     )
 
 
@@ -305,10 +306,10 @@ async def test_cli_search_filters_by_principal_tool_glob_status_and_time(
     def expected(keep: list[int]) -> list[int]:
         return [written[n].id or 0 for n in keep]
 
-    assert ids("--principal", "bob") == expected([5, 6, 7, 8, 9])
+    assert ids("--principal", "user:bob") == expected([5, 6, 7, 8, 9])
     assert ids("--tool", "github__*") == expected([1, 3, 5, 7, 9])
     assert ids("--tool", "GITHUB__*") == []
-    assert ids("--tool", "github__tool_?", "--principal", "ana", "--status", "error") == expected([3])
+    assert ids("--tool", "github__tool_?", "--principal", "user:ana", "--status", "error") == expected([3])
     assert ids("--limit", "2") == expected([8, 9])
     middle = written[5].at.isoformat()
     assert ids("--since", middle) == expected([5, 6, 7, 8, 9])

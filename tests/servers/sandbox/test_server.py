@@ -263,7 +263,7 @@ async def test_egress_follows_the_callers_policy_and_the_credential_stays_outsid
     with Session(portal.portal.engine) as session:
         audited = session.exec(select(AuditRecord).where(AuditRecord.method == "egress")).all()
     assert [(r.principal, r.target, r.status, r.decision, r.server) for r in audited] == [
-        ("alice", "example.com:80", "denied", "deny:egress", "sandbox")
+        ("user:alice", "example.com:80", "denied", "deny:egress", "sandbox")
     ]
 
     refused = await call(portal, BOB, "create", egress=[f"127.0.0.1:{target.port}"])

@@ -15,54 +15,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import math
-import os
-import secrets
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from portal import keyfile
 from portal.errors import ExpiredStateError, StateKeyError, TamperedStateError
 
 __all__ = ["KEY_SIZE", "ExpiredStateError", "Sealer", "StateKeyError", "TamperedStateError", "load_or_create_key"]
 
 KEY_SIZE = 32
 """Bytes of a state key."""
-
-
-def _read_key(path: Path) -> bytes:
-    """The key in ``path``, refusing a file that other users could read or write (U3).
-
-    Raises:
-        FileNotFoundError: There is no key file yet.
-        StateKeyError: The file is open to group or others, too short, or unreadable.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as handle:
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-            if mode & 0o077:
-                raise StateKeyError(
-                    f"the state key {str(path)!r} is accessible by group or others (mode {mode:04o}); "
-                    f"run 'chmod 600 {path}' so only the portal's user can read it"
-                )
-            key = handle.read()
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise StateKeyError(f"cannot read the state key {str(path)!r}: {error.strerror or error}") from None
-    if len(key) < KEY_SIZE:
-        raise StateKeyError(
-            f"the state key {str(path)!r} holds {len(key)} bytes; a state key needs {KEY_SIZE}: delete the file to "
-            "have a new key created (requestState values already issued then stop working)"
-        )
-    return key
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -75,44 +43,16 @@ def load_or_create_key(path: Path) -> bytes:
         StateKeyError: The file is too short, is readable or writable by group or others, or cannot be read
             or created.
     """
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_private_temp(path)
-    except OSError as error:
-        raise StateKeyError(f"cannot create the state key {str(path)!r}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(KEY_SIZE))
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another process created it first: use its key
-            os.link(tmp, path)
-    except OSError as error:
-        raise StateKeyError(f"cannot create the state key {str(path)!r}: {error.strerror or error}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    try:
-        return _read_key(path)
-    except FileNotFoundError:  # a symbolic link to nowhere: linking failed, yet there is nothing to read
-        raise StateKeyError(
-            f"cannot read the state key {str(path)!r}: missing right after being created (a broken symbolic link?)"
-        ) from None
-
-
-def _create_private_temp(path: Path) -> tuple[int, str]:
-    """An exclusive new file next to ``path`` with mode 0600 whatever the umask."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        os.fchmod(fd, 0o600)
-        return fd, str(tmp)
+    return keyfile.load_or_create(
+        path,
+        what="state key",
+        size=KEY_SIZE,
+        error=StateKeyError,
+        wrong_size=lambda _: (
+            f"; a state key needs {KEY_SIZE}: delete the file to have a new key created (requestState values "
+            "already issued then stop working)"
+        ),
+    )
 
 
 def _b64(data: bytes) -> str:

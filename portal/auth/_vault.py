@@ -19,9 +19,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import os
 import secrets
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import ColumnElement, Engine, delete
 from sqlmodel import Session, col, select
 
+from portal import keyfile
 from portal.errors import DockyardError
 from portal.store._models import utcnow
 from portal.store._vault_tables import VaultSecret
@@ -97,61 +96,14 @@ def load_vault_key(data_dir: Path, environ: Mapping[str, str]) -> bytes:
     """
     if environ.get(KEY_ENV):
         return _decode_key(environ[KEY_ENV])
-    path = data_dir / KEY_FILE
-    try:
-        return _read_key_file(path)
-    except FileNotFoundError:
-        pass
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _private_temp(path)
-    except OSError as error:
-        raise VaultKeyError(f"cannot create the vault key {str(path)!r}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(_KEY_SIZE))
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another process created it first: use its key
-            os.link(tmp, path)
-    except OSError as error:
-        raise VaultKeyError(f"cannot create the vault key {str(path)!r}: {error.strerror or error}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    try:
-        return _read_key_file(path)
-    except FileNotFoundError:
-        raise VaultKeyError(f"the vault key {str(path)!r} vanished right after being created") from None
-
-
-def _read_key_file(path: Path) -> bytes:
-    try:
-        with os.fdopen(os.open(path, os.O_RDONLY), "rb") as handle:
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-            if mode & 0o077:
-                raise VaultKeyError(
-                    f"the vault key {str(path)!r} is accessible by group or others (mode {mode:04o}); "
-                    f"run 'chmod 600 {path}' so only the portal's user can read it"
-                )
-            key = handle.read()
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise VaultKeyError(f"cannot read the vault key {str(path)!r}: {error.strerror or error}") from None
-    if len(key) != _KEY_SIZE:
-        raise VaultKeyError(f"the vault key {str(path)!r} holds {len(key)} bytes, not {_KEY_SIZE}")
-    return key
-
-
-def _private_temp(path: Path) -> tuple[int, str]:
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        os.fchmod(fd, 0o600)
-        return fd, str(tmp)
+    return keyfile.load_or_create(
+        data_dir / KEY_FILE,
+        what="vault key",
+        size=_KEY_SIZE,
+        error=VaultKeyError,
+        wrong_size=lambda _: f", not {_KEY_SIZE}",
+        exact=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,13 @@ from portal.audit import AuditEvent, AuditLog, Status, arguments_digest
 from portal.catalog import Catalog, build_catalog
 from portal.channel import ClientChannel
 from portal.config import Settings
-from portal.errors import GrantRequiredError, UnknownTargetError, UpstreamUnavailableError, WithheldToolError
+from portal.errors import (
+    ApprovalError,
+    GrantRequiredError,
+    UnknownTargetError,
+    UpstreamUnavailableError,
+    WithheldToolError,
+)
 from portal.limits import Limiter
 from portal.metrics import Metrics
 from portal.pins import PinStore
@@ -144,6 +150,8 @@ class _Trace:
     decision: Decision | None = None
     approval: str | None = None
     """The approval this call runs under, once consumed."""
+    continued: bool = False
+    """An input round of a call already running under its approval (the state is the upstream's)."""
     status: Status = "ok"
     error: str | None = None
     redacted: dict[str, int] = field(default_factory=dict[str, int])
@@ -487,6 +495,11 @@ class Gateway:
         """The upstream's own state inside a ``requestState`` this portal issued (SECURITY.md T5)."""
         if request_state is None:
             return None
+        upstream_state = self._open(trace, request_state).get("u")
+        return upstream_state if isinstance(upstream_state, str) else None
+
+    def _open(self, trace: _Trace, request_state: str) -> dict[str, Any]:
+        """A ``requestState`` this portal sealed for this principal and request; else a protocol error (T5)."""
         try:
             sealed = self._sealer.open(request_state)
         except TamperedStateError as error:
@@ -498,12 +511,13 @@ class Gateway:
         ):
             trace.done("denied", error="requestState belongs to another request")
             raise MCPError(code=types.INVALID_PARAMS, message="requestState belongs to another request")
-        upstream_state = sealed.get("u")
-        return upstream_state if isinstance(upstream_state, str) else None
+        return sealed
 
     def _seal(self, trace: _Trace, result: types.InputRequiredResult) -> types.InputRequiredResult:
         """Wrap the upstream's state so only this principal can resume only this request with it (T5)."""
         state = {"p": trace.principal.label, "m": trace.method, "t": trace.target, "u": result.request_state}
+        if trace.approval is not None:  # the approved call continues across its input rounds
+            state["ok"] = trace.approval
         return result.model_copy(update={"request_state": self._sealer.seal(state)})
 
     async def _hold(
@@ -515,10 +529,16 @@ class Gateway:
         ``requestState`` for a 2026-07-28 client that can show a message (retrying after the admin decides
         runs the call), otherwise an error result it can act on by calling again.
         """
-        if request_state is not None:
-            self._unseal(trace, request_state)  # only this principal's own state for this call (T5)
         decision = trace.decision
         assert decision is not None and trace.server is not None
+        sealed = self._open(trace, request_state) if request_state is not None else {}
+        if isinstance(approved := sealed.get("ok"), str) and await self._continues(approved, arguments):
+            # A later input round of a call that already ran under its approval: it goes on, not held again.
+            trace.approval, trace.continued = approved, True
+            trace.decision = Decision(
+                allowed=True, rule=decision.rule, redactions=decision.redactions, egress=decision.egress
+            )
+            return None
         approval = await self.approvals.hold(
             trace.principal,
             method=trace.method,
@@ -562,6 +582,18 @@ class Gateway:
         result = _error_result(message)
         return result.model_copy(update={"meta": {APPROVAL_META: _approval_meta(approval)}})
 
+    async def _continues(self, approval_id: str, arguments: dict[str, Any] | None) -> bool:
+        """Whether ``approval_id`` was used by a call with exactly these arguments under the policy in force."""
+        try:
+            approval = await anyio.to_thread.run_sync(self.approvals.get, approval_id)
+        except ApprovalError:
+            return False
+        return (
+            approval.status == "consumed"
+            and approval.arguments == arguments
+            and approval.policy_version == self.policy.version
+        )
+
     async def call_tool(
         self,
         principal: Principal,
@@ -602,7 +634,8 @@ class Gateway:
             held = await self._hold(trace, arguments, channel, request_state)
             if held is not None:
                 return held
-            input_responses = request_state = None  # answers to the portal's own approval round
+            if not trace.continued:
+                input_responses = request_state = None  # answers to the portal's own approval round
         upstream_state = self._unseal(trace, request_state)
         if trace.decision.limits and (limited := await self._admit(trace)) is not None:
             return limited

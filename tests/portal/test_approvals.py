@@ -6,6 +6,8 @@ real database — SQLite and PostgreSQL alike where the test takes ``database_ur
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlmodel import Session, select
 from portal.approvals import APPROVAL_META, ApprovalStore
 from portal.channel import NULL_CHANNEL
 from portal.cli import main
+from portal.config import settings_from_mapping
 from portal.errors import ApprovalError
 from portal.principal import LOCAL_PRINCIPAL, Principal
 from portal.store import AuditRecord
@@ -30,6 +33,8 @@ from tests.support import running_portal, wait_for
 pytestmark = pytest.mark.anyio
 
 BOB = Principal("bob", kind="user")
+FIXTURE = Path(__file__).parents[1] / "conformance" / "fixture_server.py"
+"""A 2026-07-28 server whose tools ask for input with input-required results."""
 
 
 @pytest.fixture(autouse=True)
@@ -257,3 +262,43 @@ async def test_an_approved_call_refused_by_a_rate_limit_keeps_its_approval(tmp_p
         assert limited.is_error and "one-transfer" in text_of(limited)
         assert gateway.approvals.get(second).status == "approved"  # still usable once the hour is over
     assert bank_server.LEDGER == [("eve", 10)]
+
+
+async def test_an_approved_call_goes_on_through_the_upstreams_own_input_rounds_without_a_new_approval(
+    tmp_path: Path,
+) -> None:
+    policy = """
+        version: 1
+        roles: {owner: {}}
+        principals: {local: {roles: [owner]}}
+        rules:
+          - {name: everything, effect: allow, roles: [owner]}
+          - name: asking-needs-approval
+            effect: require_approval
+            roles: [owner]
+            tools: [fix__test_input_required_result_elicitation]
+    """
+    raw = {
+        "portal": {"data_dir": str(tmp_path / "data")},
+        "auth": {"mode": "none"},
+        "policy": {"dir": str(write_files(tmp_path / "policies", main=policy))},
+        "servers": {"fix": {"command": sys.executable, "args": [str(FIXTURE), "--stdio"]}},
+    }
+    settings = settings_from_mapping(raw, source="<test>", base_dir=tmp_path, environ=os.environ)
+    async with running_portal(settings) as portal:
+        store = portal.gateway.approvals
+        asked: list[str] = []
+
+        async def on_elicit(_: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+            asked.append(params.message)
+            if "needs approval" in params.message:  # the portal's round: the admin approves meanwhile
+                (pending,) = store.list()
+                store.decide(pending.id, approve=True, by="admin")
+                return types.ElicitResult(action="accept", content={})
+            return types.ElicitResult(action="accept", content={"name": "ada"})  # the upstream's own question
+
+        async with Client(portal.mcp_url, mode="2026-07-28", elicitation_callback=on_elicit) as client:  # type: ignore[arg-type]
+            result = await client.call_tool("fix__test_input_required_result_elicitation", {})
+        assert text_of(result) == "Hello, ada!"
+        assert ["needs approval" in m for m in asked] == [True, False]
+        assert [a.status for a in store.list(status=None)] == ["consumed"]  # one approval, used once

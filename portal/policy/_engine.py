@@ -86,6 +86,12 @@ class Glob:
         return name == self.pattern if self.literal else self._match(name) is not None
 
 
+def _targets(servers: tuple[Glob, ...], tools: tuple[Glob, ...], name: str, server: str) -> bool:
+    return (not servers or any(g.matches(server) for g in servers)) and (
+        not tools or any(g.matches(name) for g in tools)
+    )
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Rule:
     """A loaded rule; ``id`` is its name, or ``FILE:LINE`` when it has none."""
@@ -105,9 +111,7 @@ class Rule:
 
     def targets(self, name: str, server: str) -> bool:
         """Whether the rule's server and name globs match (absent globs match anything)."""
-        return (not self.servers or any(g.matches(server) for g in self.servers)) and (
-            not self.tools or any(g.matches(name) for g in self.tools)
-        )
+        return _targets(self.servers, self.tools, name, server)
 
     @property
     def sort_key(self) -> tuple[int, str, int]:
@@ -135,9 +139,7 @@ class Obligation:
 
     def targets(self, name: str, server: str) -> bool:
         """Whether the entry's server and name globs match (absent globs match anything)."""
-        return (not self.servers or any(g.matches(server) for g in self.servers)) and (
-            not self.tools or any(g.matches(name) for g in self.tools)
-        )
+        return _targets(self.servers, self.tools, name, server)
 
     @property
     def sort_key(self) -> tuple[int, str, int]:

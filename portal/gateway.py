@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -864,6 +865,37 @@ class Gateway:
             raise UnknownTargetError(f"unknown {trace.method.split('/')[0].rstrip('s')}: {trace.target!r}")
         return server
 
+    async def _relay(
+        self,
+        trace: _Trace,
+        server: str,
+        channel: ClientChannel,
+        send: Callable[
+            [ClientSession, types.InputResponses | None, str | None], Awaitable[_R | types.InputRequiredResult]
+        ],
+        input_responses: types.InputResponses | None,
+        request_state: str | None,
+    ) -> _R | types.InputRequiredResult:
+        """Send a prompt or resource request upstream for ``trace.principal``; its errors are audited and relayed.
+
+        Raises:
+            MCPError: The upstream's error (redacted), or a consent link for an upstream the caller must grant.
+            UpstreamUnavailableError: The server is down.
+        """
+        upstream_state = self._unseal(trace, request_state)
+        try:
+            session, _ = await self._session_of(self.upstreams[server], channel, trace.principal)
+            return await self._drive(channel, partial(send, session), input_responses, upstream_state)
+        except MCPError as error:
+            error = self._redact_error(trace, error)
+            trace.done("error", error=str(error))
+            raise error from None
+        except GrantRequiredError as error:
+            raise self._grant_error(trace, channel, error) from None
+        except UpstreamUnavailableError as error:
+            trace.done("error", error=str(error))
+            raise
+
     async def get_prompt(
         self,
         principal: Principal,
@@ -887,31 +919,19 @@ class Gateway:
         server = self._route(trace, entry.server if entry else None, request=request)
         assert entry is not None
         trace.upstream_target = entry.upstream_name
-        upstream_state = self._unseal(trace, request_state)
-        try:
-            session, _ = await self._session_of(self.upstreams[server], channel, principal)
 
-            async def send(
-                responses: types.InputResponses | None, state: str | None
-            ) -> types.GetPromptResult | types.InputRequiredResult:
-                return await session.get_prompt(
-                    entry.upstream_name,
-                    arguments,
-                    input_responses=responses,
-                    request_state=state,
-                    allow_input_required=True,
-                )
+        def send(
+            session: ClientSession, responses: types.InputResponses | None, state: str | None
+        ) -> Awaitable[types.GetPromptResult | types.InputRequiredResult]:
+            return session.get_prompt(
+                entry.upstream_name,
+                arguments,
+                input_responses=responses,
+                request_state=state,
+                allow_input_required=True,
+            )
 
-            result = await self._drive(channel, send, input_responses, upstream_state)
-        except MCPError as error:
-            error = self._redact_error(trace, error)
-            trace.done("error", error=str(error))
-            raise error from None
-        except GrantRequiredError as error:
-            raise self._grant_error(trace, channel, error) from None
-        except UpstreamUnavailableError as error:
-            trace.done("error", error=str(error))
-            raise
+        result = await self._relay(trace, server, channel, send, input_responses, request_state)
         if isinstance(result, types.InputRequiredResult):
             trace.done("ok")
             return self._seal(trace, result)
@@ -941,27 +961,15 @@ class Gateway:
         server = self._route(trace, route[0] if route else None, request=request)
         assert route is not None
         upstream_uri = trace.upstream_target = route[1]
-        upstream_state = self._unseal(trace, request_state)
-        try:
-            session, _ = await self._session_of(self.upstreams[server], channel, principal)
 
-            async def send(
-                responses: types.InputResponses | None, state: str | None
-            ) -> types.ReadResourceResult | types.InputRequiredResult:
-                return await session.read_resource(
-                    upstream_uri, input_responses=responses, request_state=state, allow_input_required=True
-                )
+        def send(
+            session: ClientSession, responses: types.InputResponses | None, state: str | None
+        ) -> Awaitable[types.ReadResourceResult | types.InputRequiredResult]:
+            return session.read_resource(
+                upstream_uri, input_responses=responses, request_state=state, allow_input_required=True
+            )
 
-            result = await self._drive(channel, send, input_responses, upstream_state)
-        except MCPError as error:
-            error = self._redact_error(trace, error)
-            trace.done("error", error=str(error))
-            raise error from None
-        except GrantRequiredError as error:
-            raise self._grant_error(trace, channel, error) from None
-        except UpstreamUnavailableError as error:
-            trace.done("error", error=str(error))
-            raise
+        result = await self._relay(trace, server, channel, send, input_responses, request_state)
         if isinstance(result, types.InputRequiredResult):
             trace.done("ok")
             return self._seal(trace, result)
